@@ -1,0 +1,41 @@
+# lipspace — `make help` lists the targets. `make demo` and `make test` install everything first if needed.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lipspace-installed
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help install demo test test-slow test-all bench bench-renderer lint clean
+
+help:  ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first (CPU wheel here, CUDA build on GPU machines), then everything else pinned against it.
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install lipspace with pinned dependencies
+
+demo: $(STAMP)  ## synthesize a talking head, train LipNeRF (expression + MLP NeRF), evaluate, render; prints results
+	$(VENV)/bin/lipspace-demo $(ARGS)
+
+test: $(STAMP)  ## run the fast test suite (not slow)
+	$(PY) -m pytest -m "not slow" -q $(ARGS)
+
+test-slow: $(STAMP)  ## run the slow suite (end-to-end, DDP)
+	$(PY) -m pytest -m "slow" -q $(ARGS)
+
+test-all: $(STAMP)  ## run both suites
+	$(PY) -m pytest -q $(ARGS)
+
+bench: $(STAMP)  ## print training throughput (rays/s) at tiny and paper sizes, and the demo's wall time
+	$(PY) benchmarks/bench_renderer.py $(ARGS)
+	$(PY) benchmarks/bench_demo.py
+
+clean:  ## remove outputs and caches (keeps .venv)
+	rm -rf outputs multirun logs wandb .pytest_cache

@@ -1,0 +1,64 @@
+"""The conditioner interface: declared inputs -> per-frame condition c [F, out_dim], projected to a shared width."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lipspace.errors import LipspaceError
+
+
+class Conditioner(nn.Module):
+    """Base class. Subclasses set ``name``, implement ``raw_dim`` and ``encode``; the base owns the optional
+    projection to the shared width (``out_dim``; None keeps the raw concatenation, as LipNeRF feeds the NeRF).
+
+    ``inputs`` maps dataset track names to their dims (e.g. ``{"expr": 53}``); the data module checks them
+    against the dataset at start-up, so a mismatch is one clear line, never a shape error mid-run.
+    """
+
+    name = "base"
+
+    def __init__(self, inputs: dict[str, int], out_dim: int | None = None):
+        super().__init__()
+        self.inputs = {str(k): int(v) for k, v in dict(inputs).items()}
+        self._out_dim = out_dim
+        self.proj: nn.Module = nn.Identity()
+
+    def _build_projection(self) -> None:
+        """Call at the end of a subclass __init__, once raw_dim is known."""
+        if self._out_dim is not None:
+            self.proj = nn.Linear(self.raw_dim, self._out_dim)
+
+    @property
+    def raw_dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def out_dim(self) -> int:
+        return self.raw_dim if self._out_dim is None else int(self._out_dim)
+
+    def encode(self, inputs: dict[str, torch.Tensor], frame_idx: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check_batch(self, inputs: dict[str, torch.Tensor]) -> None:
+        for name, dim in self.inputs.items():
+            if name not in inputs:
+                raise LipspaceError(f"conditioner '{self.name}': input '{name}' missing from the batch "
+                                    f"(got {sorted(inputs)}); the data module was set up for other inputs.")
+            if inputs[name].shape[-1] != dim:
+                raise LipspaceError(f"conditioner '{self.name}': input '{name}' has dim {inputs[name].shape[-1]}, "
+                                    f"declared {dim}. Set conditioner.inputs.{name} to match the data.")
+
+    def forward(self, inputs: dict[str, torch.Tensor], frame_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-frame conditions [F, out_dim]. ``frame_idx`` indexes training frames (per-frame latents); None
+        when driving by new inputs (audio, another clip), where frame-specific state is not defined."""
+        self.check_batch(inputs)
+        return self.proj(self.encode(inputs, frame_idx))
+
+    def regularizer(self, frame_idx: torch.Tensor | None) -> torch.Tensor:
+        """Loss term added to the photometric loss (e.g. latent-code L2); zero by default."""
+        return torch.zeros((), device=next(iter(self.parameters()), torch.zeros(())).device)
+
+    def prepare_sequence(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Inference-time processing of a whole driving sequence ([T, dim] per input), e.g. temporal smoothing."""
+        return inputs

@@ -1,0 +1,80 @@
+"""Config location, one-line errors for unknown group options, and value checks made before anything heavy runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from lipspace.errors import LipspaceError
+
+CONF_DIR = Path(os.environ.get("LIPSPACE_CONF", Path(__file__).resolve().parents[2] / "conf"))
+
+
+def group_options(group: str) -> list[str]:
+    d = CONF_DIR / group
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def check_group_overrides(argv: list[str]) -> None:
+    """`experiment=lipnref` -> one clear line naming the options, instead of Hydra's multi-line report."""
+    for arg in argv:
+        if "=" not in arg or arg.startswith(("-", "hydra.", "+", "~")):
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+")
+        if "." in key or not (CONF_DIR / key).is_dir() or value in ("null", "") or "," in value or "(" in value:
+            continue
+        options = group_options(key)
+        if value not in options:
+            raise LipspaceError(f"unknown {key} '{value}' (no {CONF_DIR / key / (value + '.yaml')}); "
+                                f"available: {', '.join(options)}")
+
+
+def _positive(cfg: DictConfig, dotted: str, integer: bool = True) -> None:
+    node = cfg
+    for part in dotted.split("."):
+        if node is None or part not in node:
+            return
+        node = node[part]
+    ok = isinstance(node, int) if integer else isinstance(node, (int, float))
+    if not ok or isinstance(node, bool) or node <= 0:
+        kind = "a positive integer" if integer else "a positive number"
+        raise LipspaceError(f"config value {dotted}={node!r} must be {kind}.")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Catch wrong values that would otherwise fail deep inside torch or Lightning."""
+    for key in ("data.rays_per_batch", "data.frames_per_batch", "data.steps_per_epoch", "data.val_downscale",
+                "renderer.n_coarse", "renderer.field.hidden", "renderer.field.n_layers", "trainer.max_steps",
+                "renderer.eval_chunk_rays"):
+        _positive(cfg, key)
+    _positive(cfg, "model.optimizer.lr", integer=False)
+    _positive(cfg, "model.lr_final", integer=False)
+    if cfg.get("renderer") is not None and cfg.renderer.get("n_fine", 0) < 0:
+        raise LipspaceError(f"config value renderer.n_fine={cfg.renderer.n_fine} must be >= 0.")
+    cs = cfg.get("data", {}).get("clip_seconds")
+    if cs is not None and (not isinstance(cs, (int, float)) or cs <= 0):
+        raise LipspaceError(f"config value data.clip_seconds={cs!r} must be a positive number of seconds or null.")
+
+
+def compose_train(overrides: list[str], output_dir, root_dir=None) -> DictConfig:
+    """Compose conf/train.yaml outside a Hydra app (demo, tests, notebooks), with the run directory given."""
+    from hydra import compose, initialize_config_dir
+
+    check_group_overrides(overrides)
+    root = Path(root_dir or os.getcwd()).resolve()
+    fixed = [f"paths.root_dir={root}", f"paths.output_dir={Path(output_dir).resolve()}"]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=fixed + list(overrides))
+
+
+def choices_from_overrides(overrides: list[str]) -> dict:
+    """Group choices (conditioner, renderer, experiment, ...) named in overrides, over the train.yaml defaults."""
+    out = {"conditioner": "expression", "renderer": "mlp", "experiment": None, "budget": "tiny", "data": "synthetic"}
+    for arg in overrides:
+        key, _, value = arg.partition("=")
+        if key in out:
+            out[key] = value
+    return out

@@ -1,0 +1,1 @@
+"""Dataset directories: schema, loading, ray sampling, the synthetic talking head."""

@@ -1,0 +1,111 @@
+"""Load a validated dataset directory into memory and split it into train / held-out-tail frames."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lipspace.data.schema import FPS, HEAD_CLASSES, frame_name, validate_dataset
+from lipspace.errors import LipspaceError
+
+
+@dataclass
+class Clip:
+    """One dataset directory in memory. Images are uint8 tensors; geometry float32."""
+
+    root: Path
+    meta: dict
+    frames: torch.Tensor  # [N,H,W,3] uint8 RGB
+    parsing: torch.Tensor  # [N,H,W] uint8 class index
+    background: torch.Tensor  # [H,W,3] float32 in [0,1]
+    tracks: dict[str, np.ndarray]
+    pose: torch.Tensor = field(init=False)  # [N,4,4] head -> camera
+    intrinsics: torch.Tensor = field(init=False)  # [4] fx, fy, cx, cy
+
+    def __post_init__(self):
+        self.pose = torch.as_tensor(self.tracks["pose"], dtype=torch.float32)
+        self.intrinsics = torch.as_tensor(self.tracks["intrinsics"], dtype=torch.float32)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.meta["n_frames"])
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return int(self.meta["height"]), int(self.meta["width"])
+
+    @property
+    def bounds(self) -> tuple[torch.Tensor, float]:
+        b = self.meta["bounds"]
+        return torch.tensor(b["center"], dtype=torch.float32), float(b["radius"])
+
+    @property
+    def audio_path(self) -> Path:
+        return self.root / "audio.wav"
+
+    def head_mask(self, idx) -> torch.Tensor:
+        p = self.parsing[idx]
+        m = torch.zeros_like(p, dtype=torch.bool)
+        for c in HEAD_CLASSES:
+            m |= p == c
+        return m
+
+    def track(self, name: str, idx=None) -> torch.Tensor:
+        arr = torch.as_tensor(self.tracks[name], dtype=torch.float32)
+        return arr if idx is None else arr[idx]
+
+
+def load_clip(root, check_images: bool = True) -> Clip:
+    """Validate and load a dataset directory (frames, parsing, background, tracks) into memory."""
+    import cv2
+
+    root = Path(root).expanduser().resolve()
+    meta = validate_dataset(root, check_images=check_images)
+    n = meta["n_frames"]
+    h, w = meta["height"], meta["width"]
+    frames = np.empty((n, h, w, 3), np.uint8)
+    parsing = np.empty((n, h, w), np.uint8)
+    for i in range(n):
+        f = cv2.imread(str(root / "frames" / frame_name(i)), cv2.IMREAD_COLOR)
+        p = cv2.imread(str(root / "parsing" / frame_name(i)), cv2.IMREAD_UNCHANGED)
+        if f is None or p is None or f.shape[:2] != (h, w) or p.shape != (h, w):
+            raise LipspaceError(f"{root / 'frames' / frame_name(i)}: unreadable frame or parsing mask of the wrong "
+                                f"size (expected {w}x{h}). Regenerate the dataset.")
+        frames[i] = f[:, :, ::-1]
+        parsing[i] = p
+    bg = cv2.imread(str(root / "background.png"), cv2.IMREAD_COLOR)[:, :, ::-1]
+    tracks = dict(np.load(root / "tracks.npz"))
+    return Clip(root=root, meta=meta, frames=torch.from_numpy(frames), parsing=torch.from_numpy(parsing),
+                background=torch.from_numpy(bg.astype(np.float32) / 255.0), tracks=tracks)
+
+
+@dataclass(frozen=True)
+class Split:
+    train: np.ndarray  # frame indices used for training
+    test: np.ndarray  # held-out tail, identical whatever clip_seconds is, so clip-length studies compare fairly
+
+
+def split_frames(clip: Clip, test_fraction: float = 0.1, clip_seconds: float | None = None) -> Split:
+    """Hold out the last ``test_fraction`` of the clip; train on the first ``clip_seconds`` of the rest."""
+    n = clip.n_frames
+    if not 0.0 <= test_fraction < 1.0:
+        raise LipspaceError(f"data.test_fraction={test_fraction}: must be in [0, 1).")
+    n_test = int(round(n * test_fraction))
+    if test_fraction > 0:
+        n_test = max(n_test, 1)
+    valid = clip.tracks["valid"].astype(bool)
+    n_pool = n - n_test
+    n_train = n_pool if clip_seconds is None else min(n_pool, int(round(clip_seconds * FPS)))
+    if clip_seconds is not None and clip_seconds * FPS > n_pool + 0.5:
+        raise LipspaceError(f"{clip.root}: data.clip_seconds={clip_seconds} asks for {clip_seconds * FPS:.0f} "
+                            f"training frames but only {n_pool} precede the held-out tail "
+                            f"({n} frames, test_fraction={test_fraction}). Use a shorter clip_seconds or null.")
+    train = np.arange(n_train)[valid[:n_train]]
+    test = np.arange(n_pool, n)[valid[n_pool:]]
+    if len(train) == 0:
+        raise LipspaceError(f"{clip.root}: no valid training frames (clip_seconds={clip_seconds}). "
+                            "Check tracks.npz 'valid' or use a longer clip.")
+    return Split(train=train, test=test)

@@ -1,0 +1,92 @@
+"""LightningDataModule over one dataset directory: train ray batches, validation frames from the held-out tail."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lipspace.data.clip import Clip, Split, load_clip, split_frames
+from lipspace.data.sampling import RayBatches, frame_inputs, frame_rays
+from lipspace.errors import LipspaceError
+
+
+class _ValFrames(Dataset):
+    def __init__(self, clip: Clip, idx: np.ndarray, inputs: dict[str, int], downscale: int):
+        self.clip, self.idx, self.inputs, self.downscale = clip, idx, inputs, downscale
+
+    def __len__(self):
+        return len(self.idx)
+
+    def __getitem__(self, k):
+        i = int(self.idx[k])
+        out = frame_rays(self.clip, i, self.downscale)
+        out["frame_idx"] = torch.tensor([i])
+        out["inputs"] = frame_inputs(self.clip, [i], self.inputs)
+        return out
+
+
+class TalkingHeadDataModule(L.LightningDataModule):
+    def __init__(self, root: str, clip_seconds: float | None = None, test_fraction: float = 0.1,
+                 rays_per_batch: int = 1024, frames_per_batch: int = 4, head_fraction: float = 0.5,
+                 steps_per_epoch: int = 100, val_frames: int = 2, val_downscale: int = 2, seed: int = 0,
+                 synthetic: dict | None = None):
+        super().__init__()
+        # `synthetic`: generator parameters; the dataset at `root` is generated (and cached) on first use
+        self.synthetic = dict(synthetic) if synthetic else None
+        self.root, self.clip_seconds, self.test_fraction = root, clip_seconds, test_fraction
+        self.rays_per_batch, self.frames_per_batch, self.head_fraction = rays_per_batch, frames_per_batch, head_fraction
+        self.steps_per_epoch, self.val_frames, self.val_downscale, self.seed = steps_per_epoch, val_frames, val_downscale, seed
+        self.clip: Clip | None = None
+        self.split: Split | None = None
+        self.inputs: dict[str, int] = {}
+        self._train: RayBatches | None = None
+
+    def load(self) -> "TalkingHeadDataModule":
+        """Load the clip once (idempotent): the train task needs n_frames before building the conditioner."""
+        if self.clip is None:
+            if self.synthetic is not None:
+                from lipspace.data.synthetic import generate_synthetic
+
+                generate_synthetic(self.root, **self.synthetic)
+            self.clip = load_clip(self.root)
+            self.split = split_frames(self.clip, self.test_fraction, self.clip_seconds)
+        return self
+
+    @property
+    def n_frames(self) -> int:
+        return self.load().clip.n_frames
+
+    def check_inputs(self, inputs: dict[str, int], who: str) -> None:
+        """Fail at start-up, in one line, when a conditioner's declared inputs are absent or of another width."""
+        clip = self.load().clip
+        for name, dim in inputs.items():
+            if name not in clip.tracks:
+                raise LipspaceError(f"{clip.root / 'tracks.npz'}: conditioner '{who}' needs input '{name}' "
+                                    f"(dim {dim}) but the dataset has only {sorted(clip.tracks)}. "
+                                    "Use a conditioner whose inputs this dataset provides, or re-run preprocessing.")
+            have = clip.tracks[name].shape[1] if clip.tracks[name].ndim > 1 else 1
+            if have != dim:
+                raise LipspaceError(f"{clip.root / 'tracks.npz'}: conditioner '{who}' declares input '{name}' of "
+                                    f"dim {dim} but the dataset's '{name}' has dim {have}. "
+                                    f"Set conditioner.inputs.{name}={have} (or use a matching dataset).")
+        self.inputs = dict(inputs)
+
+    def setup(self, stage: str | None = None):
+        self.load()
+
+    def train_dataloader(self):
+        if self._train is None:
+            self._train = RayBatches(self.clip, self.split.train, self.inputs, self.rays_per_batch,
+                                     self.frames_per_batch, self.head_fraction, self.steps_per_epoch, self.seed)
+        return DataLoader(self._train, batch_size=None, num_workers=0)
+
+    def val_indices(self) -> np.ndarray:
+        pool = self.split.test if len(self.split.test) else self.split.train
+        pick = np.linspace(0, len(pool) - 1, min(self.val_frames, len(pool))).round().astype(int)
+        return pool[pick]
+
+    def val_dataloader(self):
+        ds = _ValFrames(self.clip, self.val_indices(), self.inputs, self.val_downscale)
+        return DataLoader(ds, batch_size=None, num_workers=0)

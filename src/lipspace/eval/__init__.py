@@ -1,0 +1,1 @@
+"""Evaluation: image metrics, mouth-region errors, results tables, videos."""

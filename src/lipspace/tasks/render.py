@@ -1,0 +1,46 @@
+"""The render task: drive a trained model by a sequence (the held-out tail, a held-out utterance or another
+dataset directory with the needed tracks) and write a 25 fps mp4 with the driving audio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lipspace.data.clip import load_clip
+from lipspace.data.sampling import frame_inputs
+from lipspace.errors import LipspaceError
+from lipspace.eval.video import to_uint8, write_video
+from lipspace.inference import render_sequence
+from lipspace.tasks.evaluate import load_run
+
+
+def render(run_dir, driver: str = "heldout/utt_00", out: str | None = None, ckpt: str = "last",
+           side_by_side: bool = False) -> Path:
+    """``driver``: ``test_tail``, ``heldout/<name>`` (inside the training dataset) or a dataset directory path.
+    Poses and background come from the driving sequence; conditions from its tracks (oracle in this version)."""
+    run_dir = Path(run_dir)
+    cfg, dm, system, _ = load_run(run_dir, ckpt)
+    clip = dm.clip
+    offset = 0.0
+    if driver == "test_tail":
+        seq, indices, fidx = clip, dm.split.test, dm.split.test
+        if len(indices) == 0:
+            raise LipspaceError(f"{clip.root}: the held-out tail is empty (data.test_fraction=0); pick another driver.")
+        offset = indices[0] / clip.meta["fps"]
+    else:
+        path = clip.root / driver if driver.startswith("heldout/") else Path(driver)
+        if not (path / "meta.json").is_file():
+            options = ["test_tail"] + [f"heldout/{n}" for n in clip.meta.get("heldout", [])]
+            raise LipspaceError(f"{path}: not a dataset directory. driver must be one of {options} or a path to a "
+                                "dataset directory written by lipspace-prep / lipspace-synth.")
+        seq = load_clip(path)
+        indices, fidx = np.arange(seq.n_frames), None
+    inputs = frame_inputs(seq, indices, dm.inputs)
+    frames = []
+    for _, pred, target in render_sequence(system.conditioner, system.renderer, seq, inputs, fidx, indices=indices):
+        img = to_uint8(pred)
+        frames.append(np.concatenate([to_uint8(target), img], axis=1) if side_by_side else img)
+    name = driver.replace("/", "_") if not Path(driver).is_dir() else Path(driver).name
+    out_path = Path(out) if out else run_dir / "render" / f"{name}.mp4"
+    return write_video(np.stack(frames), out_path, audio_path=seq.audio_path, audio_offset_s=offset)

@@ -1,0 +1,97 @@
+"""The train task: build data, conditioner, renderer and system from config, fit (resuming), always close loggers."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lipspace.config import check_config
+from lipspace.loggers import finish_wandb
+
+log = logging.getLogger(__name__)
+
+
+def build_conditioner(cfg: DictConfig, n_frames: int):
+    cls = get_class(cfg.conditioner._target_)
+    extra = {"n_frames": n_frames} if "n_frames" in inspect.signature(cls.__init__).parameters else {}
+    return instantiate(cfg.conditioner, **extra)
+
+
+def build_system(cfg: DictConfig, datamodule, output_dir: Path | None = None):
+    """Instantiate conditioner (checked against the dataset), renderer and system; used by train and eval."""
+    conditioner = build_conditioner(cfg, datamodule.n_frames)
+    datamodule.check_inputs(conditioner.inputs, conditioner.name)
+    renderer = instantiate(cfg.renderer)
+    val_dir = str(output_dir / "val") if output_dir is not None else None
+    return instantiate(cfg.model, conditioner=conditioner, renderer=renderer, val_image_dir=val_dir)
+
+
+def resolve_resume(cfg: DictConfig, output_dir: Path) -> str | None:
+    if cfg.ckpt_path in (None, "null"):
+        return None
+    if cfg.ckpt_path == "auto":
+        last = output_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    path = Path(cfg.ckpt_path)
+    if not path.is_file():
+        from lipspace.errors import LipspaceError
+
+        raise LipspaceError(f"{path}: checkpoint to resume from does not exist. Pass an existing .ckpt, "
+                            "ckpt_path=auto (resume from <run>/checkpoints/last.ckpt if present) or ckpt_path=null.")
+    return str(path)
+
+
+def run_info(cfg: DictConfig, choices: dict | None = None) -> dict:
+    """Provenance carried into every result row: what was trained, on what, with which seed and budget."""
+    choices = choices or {}
+    return {
+        "conditioner": choices.get("conditioner", cfg.conditioner._target_.rsplit(".", 1)[-1]),
+        "renderer": choices.get("renderer", cfg.renderer._target_.rsplit(".", 1)[-1]),
+        "experiment": choices.get("experiment"),
+        "budget": cfg.get("budget_name"),
+        "seed": int(cfg.seed),
+        "dataset": str(cfg.data.root),
+        "clip_seconds": cfg.data.get("clip_seconds"),
+        "study": cfg.get("study"),
+        "max_steps": int(cfg.trainer.max_steps),
+    }
+
+
+def train(cfg: DictConfig, output_dir: str | Path, choices: dict | None = None) -> dict:
+    """Fit one model; returns the final logged metrics. Writes run.json + config.yaml into ``output_dir``."""
+    check_config(cfg)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(int(cfg.seed), workers=True)
+    info = run_info(cfg, choices)
+    (out / "run.json").write_text(json.dumps(info, indent=2))
+    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.load()
+    system = build_system(cfg, datamodule, out)
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    hparams = {**OmegaConf.to_container(cfg, resolve=True), "run": info}
+    for lg in loggers:
+        lg.log_hyperparams(hparams)
+    ckpt = resolve_resume(cfg, out)
+    if ckpt:
+        log.info("resuming from %s", ckpt)
+    sync_cmd = None
+    try:
+        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt)
+    finally:
+        sync_cmd = finish_wandb()
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics["global_step"] = int(trainer.global_step)
+    if sync_cmd and trainer.is_global_zero:
+        print(f"W&B run saved offline; upload with: {sync_cmd}")
+    return metrics
