@@ -1,0 +1,67 @@
+"""Shared fixtures: a tiny hand-built dataset directory of the lipspace schema, CPU-only, seconds to build."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def assets_dir() -> Path | None:
+    """../shared/assets (or $LIPSPACE_ASSETS) when present; real-data tests skip without it."""
+    p = Path(os.environ.get("LIPSPACE_ASSETS", ROOT.parent / "shared" / "assets"))
+    return p if p.is_dir() else None
+
+
+def make_tiny_dataset(root: Path, n: int = 20, hw: int = 24, heldout: int = 1, seed: int = 0) -> Path:
+    """A camera looking at a coloured disc in head space; 'expression' opens a dark mouth box. Schema-valid."""
+    from lipspace.data.schema import ICT_EXPR_NAMES, write_dataset
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:hw, 0:hw]
+    frames = np.zeros((n, hw, hw, 3), np.uint8)
+    parsing = np.zeros((n, hw, hw), np.uint8)
+    bg = np.stack([xx * 255 // hw, yy * 255 // hw, np.full_like(xx, 80)], -1).astype(np.uint8)
+    expr = np.zeros((n, 53), np.float32)
+    expr[:, ICT_EXPR_NAMES.index("jawOpen")] = rng.uniform(0, 1, n)
+    lmk = np.zeros((n, 68, 2), np.float32)
+    c = hw / 2
+    for i in range(n):
+        disc = (xx - c) ** 2 + (yy - c) ** 2 < (hw * 0.3) ** 2
+        frames[i] = bg
+        frames[i][disc] = (200, 150, 120)
+        parsing[i][disc] = 2
+        m = int(round(expr[i, 26] * 3))
+        mouth = (np.abs(xx - c) < 3) & (yy > c + 1) & (yy <= c + 1 + m)
+        frames[i][mouth] = (30, 10, 10)
+        parsing[i][mouth] = 4
+        lmk[i, :, 0] = c + rng.uniform(-3, 3, 68)
+        lmk[i, :, 1] = c + 2 + rng.uniform(-1, 1, 68)
+    f = 2.0 * hw
+    pose = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1))
+    pose[:, 2, 3] = 4.0  # head 4 units in front of the camera
+    tracks = {
+        "pose": pose, "intrinsics": np.array([f, f, c, c], np.float32), "expr": expr,
+        "expr_names": np.array(ICT_EXPR_NAMES), "blendshapes": np.zeros((n, 52), np.float32),
+        "lmk68": lmk, "blink": np.zeros(n, np.float32), "valid": np.ones(n, bool),
+        "identity": np.zeros(4, np.float32),
+    }
+    audio = (0.1 * np.sin(np.arange(int(n / 25 * 16000)) * 0.05)).astype(np.float32)
+    meta = {"kind": "test", "bounds": {"center": [0.0, 0.0, 0.0], "radius": 1.2}, "source": {"generator": "tests"},
+            "stages": {}, "heldout": [f"utt_{k:02d}" for k in range(heldout)]}
+    write_dataset(root, frames, parsing, bg, audio, tracks, meta)
+    for k in range(heldout):
+        make_tiny_dataset(root / "heldout" / f"utt_{k:02d}", n=8, hw=hw, heldout=0, seed=seed + 100 + k)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny") / "ds")

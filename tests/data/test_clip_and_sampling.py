@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+
+from lipspace.data.clip import load_clip, split_frames
+from lipspace.data.datamodule import TalkingHeadDataModule
+from lipspace.data.sampling import RayBatches, frame_rays
+from lipspace.errors import LipspaceError
+
+
+@pytest.fixture(scope="module")
+def clip(tiny_dataset):
+    return load_clip(tiny_dataset)
+
+
+def test_load_clip_shapes(clip):
+    assert clip.frames.shape == (20, 24, 24, 3) and clip.frames.dtype == torch.uint8
+    assert clip.parsing.shape == (20, 24, 24) and clip.pose.shape == (20, 4, 4)
+    assert clip.background.max() <= 1.0
+
+
+def test_held_out_tail_is_the_same_whatever_clip_seconds(clip):
+    full = split_frames(clip, 0.1)
+    short = split_frames(clip, 0.1, clip_seconds=0.4)
+    assert full.test.tolist() == short.test.tolist() == [18, 19]
+    assert short.train.tolist() == list(range(10)) and full.train.tolist() == list(range(18))
+
+
+def test_clip_seconds_longer_than_available_is_a_clear_error(clip):
+    with pytest.raises(LipspaceError, match="clip_seconds=5"):
+        split_frames(clip, 0.1, clip_seconds=5)
+
+
+def test_invalid_frames_are_skipped(clip):
+    clip.tracks["valid"] = clip.tracks["valid"].copy()
+    clip.tracks["valid"][3] = False
+    try:
+        assert 3 not in split_frames(clip, 0.1).train
+    finally:
+        clip.tracks["valid"][3] = True
+
+
+def test_ray_batch_shapes_and_hits(clip):
+    split = split_frames(clip, 0.1)
+    ds = RayBatches(clip, split.train, {"expr": 53}, rays_per_batch=64, frames_per_batch=4, head_fraction=0.5,
+                    steps_per_epoch=3, seed=0)
+    batches = list(ds)
+    assert len(batches) == 3
+    b = batches[0]
+    assert b["rays_o"].shape == (64, 3) and b["target"].shape == (64, 3) and b["bg"].shape == (64, 3)
+    assert b["inputs"]["expr"].shape == (4, 53) and b["ray_frame"].max() == 3
+    assert set(b["frame_idx"].tolist()) <= set(split.train.tolist())
+    assert (b["far"] > b["near"]).all(), "training rays are drawn among rays that hit the bounds"
+    assert torch.allclose(b["rays_d"].norm(dim=-1), torch.ones(64), atol=1e-5)
+
+
+def test_ray_batches_reproducible_per_seed(clip):
+    split = split_frames(clip, 0.1)
+    make = lambda seed: next(iter(RayBatches(clip, split.train, {"expr": 53}, 32, 2, 0.5, 1, seed)))  # noqa: E731
+    assert torch.equal(make(0)["target"], make(0)["target"])
+    assert not torch.equal(make(0)["rays_d"], make(1)["rays_d"])
+
+
+def test_head_fraction_one_samples_only_head_pixels(clip):
+    split = split_frames(clip, 0.1)
+    b = next(iter(RayBatches(clip, split.train, {}, 256, 2, 1.0, 1, 0)))
+    # head pixels of the tiny set are the disc (skin) or the mouth: never the gradient background colour
+    assert ((b["target"] - b["bg"]).abs().sum(-1) > 0.01).float().mean() > 0.95
+
+
+def test_frame_rays_downscaled(clip):
+    r = frame_rays(clip, 0, downscale=2)
+    assert r["hw"] == (12, 12) and r["rays_o"].shape == (144, 3) and r["target"].shape == (12, 12, 3)
+
+
+def test_datamodule_checks_declared_inputs(tiny_dataset):
+    dm = TalkingHeadDataModule(str(tiny_dataset))
+    dm.check_inputs({"expr": 53}, "expression")
+    with pytest.raises(LipspaceError, match="declares input 'expr' of dim 79"):
+        dm.check_inputs({"expr": 79}, "expression")
+    with pytest.raises(LipspaceError, match="needs input 'audio_ds'"):
+        dm.check_inputs({"audio_ds": 29}, "deepspeech")
+
+
+def test_datamodule_missing_root_is_clear(tmp_path):
+    with pytest.raises(LipspaceError, match="does not exist"):
+        TalkingHeadDataModule(str(tmp_path / "missing")).load()

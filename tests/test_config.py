@@ -1,0 +1,95 @@
+"""Every option of every config group composes and resolves; wrong names and values fail in one clear line."""
+
+import subprocess
+import sys
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from lipspace.config import CONF_DIR, check_config, compose_train, group_options
+from lipspace.errors import LipspaceError
+
+GROUPS = ["data", "conditioner", "renderer", "model", "trainer", "logger", "callbacks", "paths", "budget",
+          "experiment", "debug", "local"]
+NEEDS = {"data=dir": ["data.root=/tmp/some_dataset"]}
+
+
+def cases():
+    for g in GROUPS:
+        for opt in group_options(g):
+            yield f"{g}={opt}"
+
+
+@pytest.mark.parametrize("override", list(cases()))
+def test_every_group_option_composes_and_resolves(override, tmp_path):
+    cfg = compose_train([override, *NEEDS.get(override, [])], tmp_path / "run")
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert container["renderer"]["n_coarse"] > 0
+    check_config(cfg)
+    group, opt = override.split("=")
+    if group == "conditioner":
+        from lipspace.tasks.train import build_conditioner
+
+        cond = build_conditioner(cfg, n_frames=10)
+        renderer = instantiate(cfg.renderer)(cond_dim=cond.out_dim)
+        assert renderer is not None
+    if group == "logger":
+        loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
+        assert all(lg is not None for lg in loggers)
+    if group == "callbacks":
+        assert all(instantiate(c) is not None for c in cfg.callbacks.values())
+    if group == "trainer" and opt != "gpu":
+        trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+        assert trainer.max_steps == cfg.trainer.max_steps
+
+
+def test_all_groups_listed():
+    found = {p.name for p in CONF_DIR.iterdir() if p.is_dir()} - {"hydra"}
+    assert found == set(GROUPS), "a new config group must be added to this test"
+
+
+def test_budget_scales_renderer():
+    import tempfile
+
+    tiny = compose_train(["experiment=lipnerf", "budget=tiny"], tempfile.mkdtemp())
+    paper = compose_train(["experiment=lipnerf", "budget=paper"], tempfile.mkdtemp())
+    assert (paper.renderer.n_coarse, paper.renderer.n_fine, paper.data.rays_per_batch) == (64, 128, 2048)
+    assert paper.renderer.field.hidden == 128 and paper.renderer.field.n_layers == 8  # LipNeRF's 8x128
+    assert tiny.renderer.field.hidden < paper.renderer.field.hidden
+
+
+def test_unknown_experiment_is_one_line(tmp_path):
+    with pytest.raises(LipspaceError, match=r"unknown experiment 'lipnref'.*available: lipnerf"):
+        compose_train(["experiment=lipnref"], tmp_path)
+
+
+@pytest.mark.parametrize("override,match", [
+    ("data.rays_per_batch=0", "data.rays_per_batch=0 must be a positive integer"),
+    ("model.optimizer.lr=-1", "model.optimizer.lr=-1"),
+    ("data.clip_seconds=-3", "data.clip_seconds=-3"),
+    ("renderer.field.hidden=abc", "renderer.field.hidden='abc'"),
+])
+def test_wrong_values_are_caught(override, match, tmp_path):
+    cfg = compose_train([override], tmp_path)
+    with pytest.raises(LipspaceError, match=match):
+        check_config(cfg)
+
+
+def _cli(*args, timeout=120):
+    code = "import sys; from lipspace.cli.train import main; sys.argv = ['lipspace-train', *sys.argv[1:]]; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_unknown_experiment_exit_2_one_line():
+    proc = _cli("experiment=nope")
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln]
+    assert len(lines) == 1 and "unknown experiment 'nope'" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_cli_missing_dataset_exit_2_one_line(tmp_path):
+    proc = _cli("data=dir", f"data.root={tmp_path / 'nothing'}", "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert len([ln for ln in proc.stderr.strip().splitlines() if ln.startswith("lipspace: error")]) == 1
