@@ -85,3 +85,12 @@ def test_datamodule_checks_declared_inputs(tiny_dataset):
 def test_datamodule_missing_root_is_clear(tmp_path):
     with pytest.raises(LipspaceError, match="does not exist"):
         TalkingHeadDataModule(str(tmp_path / "missing")).load()
+
+
+def test_gt_background_classes_paste_ground_truth(tiny_dataset):
+    c = load_clip(tiny_dataset, gt_background_classes=(2,))  # the tiny set's disc is class 2
+    bg = c.frame_background(0)
+    disc = c.parsing[0] == 2
+    assert torch.allclose(bg[disc], c.frames[0][disc].float() / 255)
+    assert torch.allclose(bg[~disc], c.background[~disc])
+    assert torch.equal(load_clip(tiny_dataset).frame_background(0), c.background)

@@ -22,6 +22,9 @@ class Clip:
     parsing: torch.Tensor  # [N,H,W] uint8 class index
     background: torch.Tensor  # [H,W,3] float32 in [0,1]
     tracks: dict[str, np.ndarray]
+    # parsing classes whose ground-truth pixels join the per-frame background (default: torso), as in the head
+    # stage of AD-NeRF / ER-NeRF: the head NeRF is composited over them and does not model them
+    gt_background_classes: tuple[int, ...] = ()
     pose: torch.Tensor = field(init=False)  # [N,4,4] head -> camera
     intrinsics: torch.Tensor = field(init=False)  # [4] fx, fy, cx, cy
 
@@ -53,12 +56,24 @@ class Clip:
             m |= p == c
         return m
 
+    def frame_background(self, idx) -> torch.Tensor:
+        """Background of frames ``idx`` [..., H, W, 3] float: background.png, with ground-truth pixels of
+        ``gt_background_classes`` pasted in."""
+        p = self.parsing[idx]
+        bg = self.background.expand(*p.shape, 3)
+        if not self.gt_background_classes:
+            return bg
+        m = torch.zeros_like(p, dtype=torch.bool)
+        for c in self.gt_background_classes:
+            m |= p == c
+        return torch.where(m[..., None], self.frames[idx].float() / 255.0, bg)
+
     def track(self, name: str, idx=None) -> torch.Tensor:
         arr = torch.as_tensor(self.tracks[name], dtype=torch.float32)
         return arr if idx is None else arr[idx]
 
 
-def load_clip(root, check_images: bool = True) -> Clip:
+def load_clip(root, check_images: bool = True, gt_background_classes=()) -> Clip:
     """Validate and load a dataset directory (frames, parsing, background, tracks) into memory."""
     import cv2
 
@@ -79,7 +94,8 @@ def load_clip(root, check_images: bool = True) -> Clip:
     bg = cv2.imread(str(root / "background.png"), cv2.IMREAD_COLOR)[:, :, ::-1]
     tracks = dict(np.load(root / "tracks.npz"))
     return Clip(root=root, meta=meta, frames=torch.from_numpy(frames), parsing=torch.from_numpy(parsing),
-                background=torch.from_numpy(bg.astype(np.float32) / 255.0), tracks=tracks)
+                background=torch.from_numpy(bg.astype(np.float32) / 255.0), tracks=tracks,
+                gt_background_classes=tuple(int(c) for c in gt_background_classes))
 
 
 @dataclass(frozen=True)

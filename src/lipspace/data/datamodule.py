@@ -31,10 +31,11 @@ class TalkingHeadDataModule(L.LightningDataModule):
     def __init__(self, root: str, clip_seconds: float | None = None, test_fraction: float = 0.1,
                  rays_per_batch: int = 1024, frames_per_batch: int = 4, head_fraction: float = 0.5,
                  steps_per_epoch: int = 100, val_frames: int = 2, val_downscale: int = 2, seed: int = 0,
-                 synthetic: dict | None = None):
+                 synthetic: dict | None = None, gt_background_classes: tuple[int, ...] = (9,)):
         super().__init__()
         # `synthetic`: generator parameters; the dataset at `root` is generated (and cached) on first use
         self.synthetic = dict(synthetic) if synthetic else None
+        self.gt_background_classes = tuple(gt_background_classes or ())
         self.root, self.clip_seconds, self.test_fraction = root, clip_seconds, test_fraction
         self.rays_per_batch, self.frames_per_batch, self.head_fraction = rays_per_batch, frames_per_batch, head_fraction
         self.steps_per_epoch, self.val_frames, self.val_downscale, self.seed = steps_per_epoch, val_frames, val_downscale, seed
@@ -50,7 +51,7 @@ class TalkingHeadDataModule(L.LightningDataModule):
                 from lipspace.data.synthetic import generate_synthetic
 
                 generate_synthetic(self.root, **self.synthetic)
-            self.clip = load_clip(self.root)
+            self.clip = load_clip(self.root, gt_background_classes=self.gt_background_classes)
             self.split = split_frames(self.clip, self.test_fraction, self.clip_seconds)
         return self
 

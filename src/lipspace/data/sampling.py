@@ -57,7 +57,7 @@ class RayBatches(IterableDataset):
         gather = lambda t: torch.gather(t, 1, pix)  # noqa: E731
         rows = torch.arange(nf)[:, None]
         target = clip.frames[fidx].reshape(nf, -1, 3)[rows, pix].float() / 255.0
-        bg = clip.background.reshape(-1, 3)[pix]
+        bg = clip.frame_background(fidx).reshape(nf, -1, 3)[rows, pix]
         return {
             "frame_idx": fidx,
             "inputs": frame_inputs(clip, fidx, self.inputs),
@@ -80,7 +80,7 @@ def frame_rays(clip: Clip, idx: int, downscale: int = 1, pose: torch.Tensor | No
     center, radius = clip.bounds
     near, far, _ = sphere_near_far(rays_o[0], rays_d[0], center, radius)
     target = clip.frames[idx].permute(2, 0, 1)[None].float() / 255.0
-    bg = clip.background.permute(2, 0, 1)[None]
+    bg = clip.frame_background(idx).permute(2, 0, 1)[None]
     if downscale > 1:
         target = F.avg_pool2d(target, downscale)
         bg = F.avg_pool2d(bg, downscale)
