@@ -25,6 +25,7 @@ class Clip:
     # parsing classes whose ground-truth pixels join the per-frame background (default: torso), as in the head
     # stage of AD-NeRF / ER-NeRF: the head NeRF is composited over them and does not model them
     gt_background_classes: tuple[int, ...] = ()
+    bounds_key: str = "bounds"  # which meta sphere near/far come from: "bounds" or "head_bounds"
     pose: torch.Tensor = field(init=False)  # [N,4,4] head -> camera
     intrinsics: torch.Tensor = field(init=False)  # [4] fx, fy, cx, cy
 
@@ -42,7 +43,7 @@ class Clip:
 
     @property
     def bounds(self) -> tuple[torch.Tensor, float]:
-        b = self.meta["bounds"]
+        b = self.meta.get(self.bounds_key) or self.meta["bounds"]  # head_bounds is optional
         return torch.tensor(b["center"], dtype=torch.float32), float(b["radius"])
 
     @property
@@ -73,7 +74,7 @@ class Clip:
         return arr if idx is None else arr[idx]
 
 
-def load_clip(root, check_images: bool = True, gt_background_classes=()) -> Clip:
+def load_clip(root, check_images: bool = True, gt_background_classes=(), bounds_key: str = "bounds") -> Clip:
     """Validate and load a dataset directory (frames, parsing, background, tracks) into memory."""
     import cv2
 
@@ -95,7 +96,7 @@ def load_clip(root, check_images: bool = True, gt_background_classes=()) -> Clip
     tracks = dict(np.load(root / "tracks.npz"))
     return Clip(root=root, meta=meta, frames=torch.from_numpy(frames), parsing=torch.from_numpy(parsing),
                 background=torch.from_numpy(bg.astype(np.float32) / 255.0), tracks=tracks,
-                gt_background_classes=tuple(int(c) for c in gt_background_classes))
+                gt_background_classes=tuple(int(c) for c in gt_background_classes), bounds_key=bounds_key)
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,16 @@ class TalkingHeadDataModule(L.LightningDataModule):
     def __init__(self, root: str, clip_seconds: float | None = None, test_fraction: float = 0.1,
                  rays_per_batch: int = 1024, frames_per_batch: int = 4, head_fraction: float = 0.5,
                  steps_per_epoch: int = 100, val_frames: int = 2, val_downscale: int = 2, seed: int = 0,
-                 synthetic: dict | None = None, gt_background_classes: tuple[int, ...] = (9,)):
+                 synthetic: dict | None = None, gt_background_classes: tuple[int, ...] = (9,),
+                 bounds: str = "head_bounds"):
         super().__init__()
         # `synthetic`: generator parameters; the dataset at `root` is generated (and cached) on first use
         self.synthetic = dict(synthetic) if synthetic else None
         self.gt_background_classes = tuple(gt_background_classes or ())
+        if bounds not in ("bounds", "head_bounds"):
+            raise LipspaceError(f"data.bounds={bounds!r}: must be 'head_bounds' (head + neck; the torso comes from "
+                                "gt_background_classes) or 'bounds' (head, neck and torso).")
+        self.bounds_key = bounds
         self.root, self.clip_seconds, self.test_fraction = root, clip_seconds, test_fraction
         self.rays_per_batch, self.frames_per_batch, self.head_fraction = rays_per_batch, frames_per_batch, head_fraction
         self.steps_per_epoch, self.val_frames, self.val_downscale, self.seed = steps_per_epoch, val_frames, val_downscale, seed
@@ -51,7 +56,8 @@ class TalkingHeadDataModule(L.LightningDataModule):
                 from lipspace.data.synthetic import generate_synthetic
 
                 generate_synthetic(self.root, **self.synthetic)
-            self.clip = load_clip(self.root, gt_background_classes=self.gt_background_classes)
+            self.clip = load_clip(self.root, gt_background_classes=self.gt_background_classes,
+                                  bounds_key=self.bounds_key)
             self.split = split_frames(self.clip, self.test_fraction, self.clip_seconds)
         return self
 

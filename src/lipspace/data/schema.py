@@ -14,7 +14,8 @@ A dataset directory (schema version 1)::
 Geometry conventions: ``pose[i]`` maps canonical head space to the OpenCV camera of frame i
 (x right, y down, z forward): ``X_cam = R @ X_head + t``. ``intrinsics`` = (fx, fy, cx, cy) in pixels of the
 stored frames, pixel centres at integer + 0.5. ``bounds`` is a sphere in head space (centre, radius) enclosing
-everything the NeRF should model (head, neck and the visible torso in every frame).
+head, neck and the visible torso in every frame; the optional ``head_bounds`` encloses head and neck only (what
+a head NeRF composited over the ground-truth torso models).
 """
 
 from __future__ import annotations
@@ -168,10 +169,13 @@ def validate_dataset(root, check_images: bool = True) -> dict:
     if meta["fps"] != FPS:
         raise _fail(root / "meta.json", f"fps is {meta['fps']}, lipspace datasets are {FPS} fps",
                     "Re-run preprocessing; it resamples video to 25 fps.")
-    b = meta["bounds"]
-    if not (isinstance(b, dict) and len(b.get("center", [])) == 3 and float(b.get("radius", 0)) > 0):
-        raise _fail(root / "meta.json", f"bounds must be {{center: [x,y,z], radius: r>0}}, got {b}",
-                    "Regenerate the dataset.")
+    for key in ("bounds", "head_bounds"):
+        b = meta.get(key)
+        if key == "head_bounds" and b is None:
+            continue
+        if not (isinstance(b, dict) and len(b.get("center", [])) == 3 and float(b.get("radius", 0)) > 0):
+            raise _fail(root / "meta.json", f"{key} must be {{center: [x,y,z], radius: r>0}}, got {b}",
+                        "Regenerate the dataset.")
     tpath = root / "tracks.npz"
     if not tpath.is_file():
         raise _fail(tpath, "missing", "Regenerate the dataset (tracks are written by the pose/fit stages).")

@@ -93,7 +93,8 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
                      audio_offset_s=split.test[0] / clip.meta["fps"])
         results.append({"eval_set": "test_tail", "driver": "tracked_inputs", **row})
     for name in clip.meta.get("heldout", [])[:max_heldout]:
-        held = load_clip(clip.root / "heldout" / name, gt_background_classes=clip.gt_background_classes)
+        held = load_clip(clip.root / "heldout" / name, gt_background_classes=clip.gt_background_classes,
+                          bounds_key=clip.bounds_key)
         log.info("eval: held-out utterance %s (%d frames, driven by its ground-truth expression track)",
                  name, held.n_frames)
         inputs = frame_inputs(held, np.arange(held.n_frames), dm.inputs)

@@ -34,7 +34,8 @@ def render(run_dir, driver: str = "heldout/utt_00", out: str | None = None, ckpt
             options = ["test_tail"] + [f"heldout/{n}" for n in clip.meta.get("heldout", [])]
             raise LipspaceError(f"{path}: not a dataset directory. driver must be one of {options} or a path to a "
                                 "dataset directory written by lipspace-prep / lipspace-synth.")
-        seq = load_clip(path, gt_background_classes=clip.gt_background_classes)
+        seq = load_clip(path, gt_background_classes=clip.gt_background_classes,
+                          bounds_key=clip.bounds_key)
         indices, fidx = np.arange(seq.n_frames), None
     inputs = frame_inputs(seq, indices, dm.inputs)
     frames = []

@@ -59,6 +59,7 @@ def run_info(cfg: DictConfig, choices: dict | None = None) -> dict:
         "dataset": str(cfg.data.root),
         "clip_seconds": cfg.data.get("clip_seconds"),
         "gt_background_classes": list(cfg.data.get("gt_background_classes") or []),
+        "bounds": cfg.data.get("bounds"),
         "study": cfg.get("study"),
         "max_steps": int(cfg.trainer.max_steps),
     }

@@ -20,7 +20,7 @@ from lipspace.data.synthetic.speech import synthesize
 from lipspace.errors import LipspaceError
 
 log = logging.getLogger(__name__)
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 MIN_RESOLUTION = 32
 
 
@@ -68,17 +68,22 @@ def _clip(m: hd.HeadModel, sc: sn.Scene, seed: int, key: int, seconds: float) ->
     return {"frames": frames, "parsing": parsing, "audio": audio, "tracks": tracks}
 
 
-def _bounds(sc: sn.Scene, poses: np.ndarray) -> dict:
-    """Head-space sphere around the head box and, for every frame, the visible torso and the neck."""
-    ring = sn.NECK_BOTTOM + sn.NECK_R * np.array([[1, 0, 0], [-1, 0, 0], [0, 0, 1], [0, 0, -1]])
-    cam_pts = np.concatenate([sc.torso_pts, ring]).astype(np.float64)
-    pts = [sn.HEAD_BOX]
-    for p in poses.astype(np.float64):  # X_head = R^T (X_cam - t)
-        pts.append((cam_pts - p[:3, 3]) @ p[:3, :3])
-    pts = np.concatenate(pts)
+def _sphere(pts: np.ndarray) -> dict:
     centre = 0.5 * (pts.min(0) + pts.max(0))
     radius = float(np.linalg.norm(pts - centre, axis=1).max()) * 1.02
     return {"center": [round(float(c), 5) for c in centre], "radius": round(radius, 5)}
+
+
+def _bounds(sc: sn.Scene, poses: np.ndarray) -> tuple[dict, dict]:
+    """Head-space spheres: ``bounds`` around the head box and, in every frame, the visible torso and the neck;
+    ``head_bounds`` around the head box and the neck only (for a head NeRF composited over the torso)."""
+    ring = sn.NECK_BOTTOM + sn.NECK_R * np.array([[1, 0, 0], [-1, 0, 0], [0, 0, 1], [0, 0, -1]])
+    to_head = lambda cam, p: (cam - p[:3, 3]) @ p[:3, :3]  # noqa: E731  X_head = R^T (X_cam - t)
+    full, head = [sn.HEAD_BOX], [sn.HEAD_BOX]
+    for p in poses.astype(np.float64):
+        full.append(to_head(np.concatenate([sc.torso_pts, ring]).astype(np.float64), p))
+        head.append(to_head(ring.astype(np.float64), p))
+    return _sphere(np.concatenate(full)), _sphere(np.concatenate(head))
 
 
 def _remove_stale(out: Path) -> None:
@@ -143,7 +148,7 @@ def generate_synthetic(out_dir, seconds: float = 20.0, resolution: int = 128, se
     clips = [_clip(m, sc, seed, 0, seconds)]
     clips += [_clip(m, sc, seed, 1 + k, heldout_seconds) for k in range(heldout_utterances)]
     # One sphere for all clips, so a model trained on the main clip covers the held-out ones.
-    bounds = _bounds(sc, np.concatenate([c["tracks"]["pose"] for c in clips]))
+    bounds, head_bounds = _bounds(sc, np.concatenate([c["tracks"]["pose"] for c in clips]))
     names = [f"utt_{k:02d}" for k in range(heldout_utterances)]
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
@@ -153,11 +158,11 @@ def generate_synthetic(out_dir, seconds: float = 20.0, resolution: int = 128, se
         stages = {"synthetic": GENERATOR_VERSION}
         for k, (name, c) in enumerate(zip(names, clips[1:], strict=True)):
             write_dataset(tmp / "heldout" / name, c["frames"], c["parsing"], background, c["audio"], c["tracks"],
-                          {"kind": "synthetic_heldout", "bounds": bounds, "stages": stages,
+                          {"kind": "synthetic_heldout", "bounds": bounds, "head_bounds": head_bounds, "stages": stages,
                            "source": {**source, "utterance": k}})
         c = clips[0]
         write_dataset(tmp, c["frames"], c["parsing"], background, c["audio"], c["tracks"],
-                      {"kind": "synthetic", "bounds": bounds, "source": source, "stages": stages, "heldout": names})
+                      {"kind": "synthetic", "bounds": bounds, "head_bounds": head_bounds, "source": source, "stages": stages, "heldout": names})
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         if out.exists():
             out.rename(old)  # the complete new dataset replaces the old one in two renames
