@@ -18,7 +18,7 @@ def _app(cfg: DictConfig) -> None:
     from lipspace.tasks.report import results_table
 
     try:
-        df = evaluate(cfg.run_dir, cfg.ckpt, videos=cfg.videos)
+        df = evaluate(cfg.run_dir, cfg.ckpt, videos=cfg.videos, downscale=cfg.downscale)
     except LipspaceError as e:
         print(f"lipspace: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -53,13 +53,15 @@ def mean_frame(clip: Clip, idx: np.ndarray) -> torch.Tensor:
 
 
 def _score(system, clip: Clip, indices, inputs, frame_idx, baseline: torch.Tensor, video_path=None,
-           strip_path=None, audio_offset_s: float = 0.0) -> dict:
+           strip_path=None, audio_offset_s: float = 0.0, downscale: int = 1) -> dict:
     rows, base_rows, gts, preds = [], [], [], []
+    if downscale > 1:
+        baseline = torch.nn.functional.avg_pool2d(baseline.permute(2, 0, 1)[None], downscale)[0].permute(1, 2, 0)
     for i, pred, target in render_sequence(system.conditioner, system.renderer, clip, inputs, frame_idx,
-                                           indices=indices):
+                                           indices=indices, downscale=downscale):
         lmk = clip.tracks["lmk68"][i]
-        rows.append(M.frame_metrics(pred, target, lmk))
-        base_rows.append(M.frame_metrics(baseline, target, lmk))
+        rows.append(M.frame_metrics(pred, target, lmk, scale=1.0 / downscale))
+        base_rows.append(M.frame_metrics(baseline, target, lmk, scale=1.0 / downscale))
         gts.append(to_uint8(target))
         preds.append(to_uint8(pred))
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
@@ -76,7 +78,10 @@ def _score(system, clip: Clip, indices, inputs, frame_idx, baseline: torch.Tenso
     return out
 
 
-def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int | None = None) -> pd.DataFrame:
+def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int | None = None,
+             downscale: int = 1) -> pd.DataFrame:
+    """Evaluate a run; ``downscale`` > 1 renders and scores at 1/downscale resolution (ground truth
+    area-averaged), recorded in every row."""
     run_dir = Path(run_dir)
     cfg, dm, system, info = load_run(run_dir, ckpt)
     clip, split = dm.clip, dm.split
@@ -90,7 +95,7 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
         row = _score(system, clip, split.test, inputs, split.test, baseline,
                      video_path=out_dir / "test_tail.mp4" if videos else None,
                      strip_path=out_dir / "test_tail_strip.png" if videos else None,
-                     audio_offset_s=split.test[0] / clip.meta["fps"])
+                     audio_offset_s=split.test[0] / clip.meta["fps"], downscale=downscale)
         results.append({"eval_set": "test_tail", "driver": "tracked_inputs", **row})
     for name in clip.meta.get("heldout", [])[:max_heldout]:
         held = load_clip(clip.root / "heldout" / name, gt_background_classes=clip.gt_background_classes,
@@ -100,12 +105,14 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
         inputs = frame_inputs(held, np.arange(held.n_frames), dm.inputs)
         row = _score(system, held, range(held.n_frames), inputs, None, baseline,
                      video_path=out_dir / f"heldout_{name}.mp4" if videos else None,
-                     strip_path=out_dir / f"heldout_{name}_strip.png" if videos else None)
+                     strip_path=out_dir / f"heldout_{name}_strip.png" if videos else None, downscale=downscale)
         # the driving condition comes from the utterance's ground-truth track: an oracle, not audio->condition
         results.append({"eval_set": f"heldout/{name}", "driver": "oracle_inputs", **row})
     if not results:
         raise LipspaceError(f"{clip.root}: nothing to evaluate (no held-out tail: data.test_fraction=0, and no "
                             "held-out utterances). Set data.test_fraction > 0.")
+    h, w = clip.hw
+    info["eval_resolution"] = f"{w // downscale}x{h // downscale}"
     df = pd.DataFrame([{**info, **r, "metric_provenance": json.dumps(M.PROVENANCE)} for r in results])
     out_dir.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_dir / "results.csv", index=False)

@@ -12,5 +12,5 @@ def results_table(df: pd.DataFrame) -> str:
     cols = [c for c in COLUMNS if c in df.columns]
     head = df.iloc[0]
     title = (f"conditioner={head.get('conditioner')} renderer={head.get('renderer')} budget={head.get('budget')} "
-             f"seed={head.get('seed')} step={head.get('global_step')}")
+             f"seed={head.get('seed')} step={head.get('global_step')} eval_resolution={head.get('eval_resolution')}")
     return title + "\n" + df[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")

@@ -1,0 +1,142 @@
+"""The vanilla conditioned NeRF MLP of AD-NeRF / LipNeRF: (x, d, per-ray c) -> (rgb, sigma)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lipspace.renderers.encodings import PositionalEncoding
+from lipspace.renderers.fields.linear import linear, split_head
+
+DENSITY_ACTIVATIONS = {"relu": torch.relu, "softplus": F.softplus}
+
+
+def _split_linear(out_dim: int, in_dims: Sequence[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Init one nn.Linear over the concatenated input and cut its weight into per-input column blocks.
+
+    The split layers then start from exactly the distribution of the naive concat layer (fan-in of the
+    whole concatenation), so "per-ray condition" changes the cost, never the initialisation.
+    """
+    full = nn.Linear(sum(in_dims), out_dim)
+    return list(full.weight.detach().split(list(in_dims), dim=1)), full.bias.detach()
+
+
+class MLPField(nn.Module):
+    """8 linear layers (hidden 128), skip at layer 4, sigma head, view branch (hidden//2) -> rgb; AD-NeRF maths.
+
+    Architecture = AD-NeRF's ``FaceNeRF`` (use_viewdirs): the trunk reads cat(PE(x), c); after trunk layer
+    ``k`` in ``skips`` the next layer reads cat(PE(x), c, h); sigma = relu(linear(h)); the view branch
+    reads cat(h, PE(d)) (no extra feature layer, as in AD-NeRF) through ``n_view_layers`` ReLU layers of
+    ``view_hidden`` units (default 1 + n_layers // 4, AD-NeRF's rule), then rgb = sigmoid(linear).
+
+    Same maths, less work: each input that is constant along a ray is projected once per ray and added
+    as a per-ray bias, W [PE(x); c] + b = W_x PE(x) + (W_c c + b), and likewise W [h; PE(d)] = W_h h + W_d PE(d);
+    the sigma head and the first view layer both read h, so they share one matmul. On CPU float32 the
+    GEMMs run on oneDNN (``onednn=True``; see fields/linear.py), elsewhere on plain torch ops.
+
+    ``density_activation="relu"`` is AD-NeRF's; with it about one init in four (any width, measured) starts
+    with sigma = 0 at every point, which no gradient can leave. "softplus" never dies (a smooth relu).
+    """
+
+    def __init__(
+        self,
+        cond_dim: int,
+        hidden: int = 128,
+        n_layers: int = 8,
+        skips: Sequence[int] = (4,),
+        pos_freqs: int = 10,
+        dir_freqs: int = 4,
+        view_hidden: int | None = None,
+        n_view_layers: int | None = None,
+        density_activation: str = "relu",
+        onednn: bool = True,
+    ):
+        super().__init__()
+        if cond_dim < 0 or hidden < 1 or n_layers < 1:
+            raise ValueError(f"MLPField needs cond_dim >= 0, hidden >= 1, n_layers >= 1; got {cond_dim}, {hidden}, {n_layers}")
+        if any(int(k) < 0 for k in skips):
+            raise ValueError(f"MLPField skips must be trunk layer indices >= 0, got {tuple(skips)}")
+        if density_activation not in DENSITY_ACTIVATIONS:
+            raise ValueError(f"MLPField density_activation must be one of {sorted(DENSITY_ACTIVATIONS)}, got {density_activation!r}")
+        # Skips past the trunk are dropped, as AD-NeRF's loop does, so a 4-layer budget keeps skips=(4,).
+        self.skips = tuple(int(k) for k in skips if int(k) < n_layers - 1)
+        self.cond_dim = cond_dim
+        self.hidden = hidden
+        self.view_hidden = view_hidden or max(hidden // 2, 1)
+        self.n_view_layers = n_view_layers if n_view_layers is not None else 1 + n_layers // 4
+        if self.n_view_layers < 1:
+            raise ValueError(f"MLPField needs n_view_layers >= 1, got {self.n_view_layers}")
+        self.density_activation = density_activation
+        self.onednn = onednn
+        self.pos_enc = PositionalEncoding(3, pos_freqs)
+        self.dir_enc = PositionalEncoding(3, dir_freqs)
+        pe_dim, dir_dim = self.pos_enc.out_dim, self.dir_enc.out_dim
+
+        # Trunk. Layers that read the input (0 and each layer after a skip) keep the PE(x) (+ h) columns;
+        # their condition columns live in cond_proj and are applied once per ray.
+        self.input_layers = (0,) + tuple(k + 1 for k in self.skips)
+        self.trunk = nn.ModuleList()
+        self.cond_proj = nn.ModuleList()
+        for i in range(n_layers):
+            if i in self.input_layers:
+                (w_x, w_c, *w_h), bias = _split_linear(hidden, [pe_dim, cond_dim] + ([hidden] if i else []))
+                layer = nn.Linear(pe_dim + (hidden if i else 0), hidden)
+                layer.weight.data.copy_(torch.cat([w_x, *w_h], dim=1))  # reads cat(PE(x), h), AD-NeRF's order
+                layer.bias.data.copy_(bias)
+                if cond_dim:
+                    self.cond_proj.append(nn.Linear(cond_dim, hidden, bias=False))
+                    self.cond_proj[-1].weight.data.copy_(w_c)
+            else:
+                layer = nn.Linear(hidden, hidden)
+            self.trunk.append(layer)
+
+        # Shared head on h: row 0 is sigma (AD-NeRF's alpha_linear), the rest is the h-part of the first
+        # view layer, whose PE(d) part is the per-ray dir_proj.
+        sigma_layer = nn.Linear(hidden, 1)
+        (w_h, w_d), view_bias = _split_linear(self.view_hidden, [hidden, dir_dim])
+        self.head = nn.Linear(hidden, 1 + self.view_hidden)
+        self.head.weight.data.copy_(torch.cat([sigma_layer.weight.detach(), w_h], dim=0))
+        self.head.bias.data.copy_(torch.cat([sigma_layer.bias.detach(), view_bias]))
+        self.dir_proj = nn.Linear(dir_dim, self.view_hidden, bias=False)
+        self.dir_proj.weight.data.copy_(w_d)
+        self.view_layers = nn.ModuleList(nn.Linear(self.view_hidden, self.view_hidden) for _ in range(self.n_view_layers - 1))
+        self.rgb_out = nn.Linear(self.view_hidden, 3)
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [R,S,3] sample positions, d [R,3] unit directions, c [R,cond_dim] -> rgb [R,S,3] in [0,1], sigma [R,S] >= 0."""
+        n_rays, n_samples, _ = x.shape
+        if self.cond_dim and (c is None or c.shape != (n_rays, self.cond_dim)):
+            raise ValueError(f"MLPField expects c of shape [{n_rays}, {self.cond_dim}], got {None if c is None else tuple(c.shape)}")
+        fast = self.onednn
+        pe = self.pos_enc(x.reshape(-1, 3))  # [N, pe]
+        # Per-ray term of each input layer, [R, hidden]: W_c c + b, once per ray instead of once per sample.
+        cond_terms = iter(proj(c) for proj in self.cond_proj)
+
+        h = None
+        for i, layer in enumerate(self.trunk):
+            if i not in self.input_layers:
+                h = linear(h, layer.weight, layer.bias, relu=True, onednn=fast)
+                continue
+            # An input layer reads cat(PE(x), [c], [h]): the PE(x) columns as their own matmul (PE(x) needs
+            # no gradient, so no wasted input-grad columns), c as the per-ray term, h as the main matmul.
+            ray_term = next(cond_terms) + layer.bias if self.cond_dim else None
+            bias = None if self.cond_dim else layer.bias
+            if i == 0:
+                h = linear(pe, layer.weight, bias, ray_term, relu=True, onednn=fast)
+            else:
+                w_x, w_h = layer.weight.split([pe.shape[-1], self.hidden], dim=1)
+                pe_term = linear(pe, w_x, onednn=fast)
+                h = linear(h, w_h, bias, ray_term, extra=pe_term, relu=True, onednn=fast)
+
+        # One matmul for sigma and the first view layer; only the view columns get the per-ray PE(d) term.
+        dir_term = self.dir_proj(self.dir_enc(d)) + self.head.bias[1:]
+        head_term = torch.cat([self.head.bias[:1].expand(n_rays, 1), dir_term], dim=1)
+        sigma_raw, v = split_head(h, self.head.weight, head_term, onednn=fast)
+        sigma = DENSITY_ACTIVATIONS[self.density_activation](sigma_raw)
+        for layer in self.view_layers:
+            v = linear(v, layer.weight, layer.bias, relu=True, onednn=fast)
+        rgb = torch.sigmoid(linear(v, self.rgb_out.weight, self.rgb_out.bias, onednn=fast))
+        return rgb.view(n_rays, n_samples, 3), sigma.view(n_rays, n_samples)

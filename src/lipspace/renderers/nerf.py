@@ -1,0 +1,131 @@
+"""Coarse + fine hierarchical NeRF renderer: rays, bounds, per-ray condition and background -> pixels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from lipspace.renderers.volume import composite_real, sample_pdf, stratified_samples
+
+Outputs = dict[str, torch.Tensor]
+ChunkLoss = Callable[[Outputs, slice], torch.Tensor]
+
+
+class NeRFRenderer(nn.Module):
+    """Coarse + fine hierarchical sampling, two fields built from one factory (NeRF / AD-NeRF).
+
+    Knows rays, near/far, a per-ray condition and a per-ray background colour; nothing about where they
+    come from. The fine pass evaluates coarse + importance samples together, sorted, as NeRF does.
+    """
+
+    def __init__(
+        self,
+        field: Callable[..., nn.Module],
+        cond_dim: int,
+        n_coarse: int = 64,
+        n_fine: int = 128,
+        perturb: bool = True,
+        raw_noise_std: float = 0.0,
+        eval_chunk_rays: int = 4096,
+        compile: bool = False,
+        train_chunk_rays: int = 64,
+    ):
+        super().__init__()
+        if n_coarse < 3 and n_fine > 0:
+            raise ValueError(f"NeRFRenderer needs n_coarse >= 3 to place fine samples, got {n_coarse}")
+        self.cond_dim = cond_dim
+        self.n_coarse = n_coarse
+        self.n_fine = n_fine
+        self.perturb = perturb
+        self.raw_noise_std = raw_noise_std
+        self.eval_chunk_rays = eval_chunk_rays
+        self.train_chunk_rays = train_chunk_rays
+        self.coarse = field(cond_dim=cond_dim)
+        self.fine = field(cond_dim=cond_dim) if n_fine > 0 else None
+        fields = (self.coarse, self.fine)
+        if compile:
+            fields = tuple(torch.compile(f) if f is not None else None for f in fields)
+        # A tuple attribute, not submodules: the compiled wrappers must not duplicate keys in state_dict.
+        self._field_fns = fields
+
+    def _render_pass(self, field_fn, rays_o, rays_d, t_vals, cond, bg) -> Outputs:
+        """Evaluate one field on the real samples of t_vals (the last is the background) and composite."""
+        pts = rays_o[:, None, :] + rays_d[:, None, :] * t_vals[:, :-1, None]
+        rgb, sigma = field_fn(pts, rays_d, cond)
+        if self.training and self.raw_noise_std > 0:
+            # NeRF's density noise; applied to the activated sigma, so it also re-clamps at 0.
+            sigma = torch.relu(sigma + torch.randn_like(sigma) * self.raw_noise_std)
+        return composite_real(rgb, sigma, t_vals, bg)
+
+    def forward(self, rays_o, rays_d, near, far, cond, bg) -> Outputs:
+        """rays_o/rays_d [R,3] (unit d), near/far [R], cond [R,C], bg [R,3] -> rgb, rgb_coarse [R,3], depth, acc [R]."""
+        if cond is not None and cond.shape[-1] != self.cond_dim:
+            raise ValueError(f"NeRFRenderer built for cond_dim={self.cond_dim}, got cond of shape {tuple(cond.shape)}")
+        perturb = self.perturb and self.training
+        coarse_fn, fine_fn = self._field_fns
+        t_coarse = stratified_samples(near, far, self.n_coarse, perturb)
+        coarse = self._render_pass(coarse_fn, rays_o, rays_d, t_coarse, cond, bg)
+        if fine_fn is None:
+            return {"rgb": coarse["rgb"], "rgb_coarse": coarse["rgb"], "depth": coarse["depth"], "acc": coarse["acc"]}
+        mids = 0.5 * (t_coarse[:, 1:] + t_coarse[:, :-1])
+        # weights[:, 1:-1]: NeRF drops the first real sample and (here) the background sample from the pdf.
+        t_importance = sample_pdf(mids, coarse["weights"][:, 1:-1], self.n_fine, deterministic=not perturb)
+        t_all = torch.sort(torch.cat([t_coarse, t_importance], dim=-1), dim=-1).values
+        fine = self._render_pass(fine_fn, rays_o, rays_d, t_all, cond, bg)
+        return {"rgb": fine["rgb"], "rgb_coarse": coarse["rgb"], "depth": fine["depth"], "acc": fine["acc"]}
+
+    @torch.no_grad()
+    def render_chunked(self, rays_o, rays_d, near, far, cond, bg) -> Outputs:
+        """Evaluation render in chunks of ``eval_chunk_rays`` rays (bounded memory for whole images)."""
+        chunks = [
+            self(rays_o[s], rays_d[s], near[s], far[s], None if cond is None else cond[s], bg[s])
+            for s in _slices(rays_o.shape[0], self.eval_chunk_rays)
+        ]
+        return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
+
+    def forward_backward(
+        self, rays_o, rays_d, near, far, cond, bg, loss_fn: ChunkLoss, chunk_rays: int | None = None
+    ) -> Outputs:
+        """Training step body: forward + backward per chunk of rays, accumulating ``.grad``; returns detached outputs + "loss".
+
+        Gives the gradients of one full-batch ``loss.backward()`` (up to float summation order) when the
+        batch loss is a sum of per-ray terms: ``loss_fn(out, sl)`` must return the chunk's share of it for
+        rays ``sl`` (e.g. ``mse_chunk_loss``). Activations then stay cache-sized instead of ~GB per step,
+        which on CPU is where most of the time goes. Inputs that carry a graph (a conditioner's ``cond``)
+        get their gradient accumulated here and pushed upstream with a single backward at the end.
+        """
+        inputs = {"rays_o": rays_o, "rays_d": rays_d, "near": near, "far": far, "cond": cond, "bg": bg}
+        leaves = {k: (v.detach().requires_grad_() if v is not None and v.requires_grad else v) for k, v in inputs.items()}
+        outs, total = [], None
+        for s in _slices(rays_o.shape[0], chunk_rays or self.train_chunk_rays):
+            out = self(**{k: (None if v is None else v[s]) for k, v in leaves.items()})
+            loss = loss_fn(out, s)
+            loss.backward()
+            outs.append({k: v.detach() for k, v in out.items()})
+            total = loss.detach() if total is None else total + loss.detach()
+        upstream = [(inputs[k], leaves[k].grad) for k in inputs if leaves[k] is not inputs[k] and leaves[k].grad is not None]
+        if upstream:
+            torch.autograd.backward([t for t, _ in upstream], [g for _, g in upstream])
+        result = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+        result["loss"] = total
+        return result
+
+
+def mse_chunk_loss(target: torch.Tensor, coarse_weight: float = 1.0) -> ChunkLoss:
+    """NeRF's loss mse(rgb) + coarse_weight * mse(rgb_coarse) over the whole batch, as per-chunk shares."""
+    scale = 1.0 / target.numel()
+
+    def loss_fn(out: Outputs, sl: slice) -> torch.Tensor:
+        tgt = target[sl]
+        return scale * ((out["rgb"] - tgt).square().sum() + coarse_weight * (out["rgb_coarse"] - tgt).square().sum())
+
+    return loss_fn
+
+
+def _slices(n: int, chunk: int) -> list[slice]:
+    """Consecutive slices of at most ``chunk`` items covering range(n)."""
+    if chunk < 1:
+        raise ValueError(f"chunk size must be >= 1, got {chunk}")
+    return [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
