@@ -50,9 +50,9 @@ def test_render_unknown_driver_is_clear(tiny_dataset, tmp_path):
 
 
 def _train_cmd(dataset, run_dir, *extra):
-    code = "import sys; from lipspace.cli.train import main; sys.argv = ['lipspace-train', *sys.argv[1:]]; main()"
-    return [sys.executable, "-c", code, "data=dir", f"data.root={dataset}", "logger=csv",
-            f"hydra.run.dir={run_dir}", *extra]
+    # the installed console script, as a user runs it (Lightning's DDP launcher re-executes sys.argv)
+    exe = Path(sys.executable).parent / "lipspace-train"
+    return [str(exe), "data=dir", f"data.root={dataset}", "logger=csv", f"hydra.run.dir={run_dir}", *extra]
 
 
 @pytest.mark.slow
