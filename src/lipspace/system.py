@@ -16,7 +16,11 @@ from lipspace.inference import render_rays_image
 
 class TalkingHeadSystem(L.LightningModule):
     def __init__(self, conditioner: Conditioner, renderer, optimizer, lr_final: float = 5e-5,
-                 decay_steps: int | None = None, coarse_loss_weight: float = 1.0, val_image_dir: str | None = None):
+                 decay_steps: int | None = None, coarse_loss_weight: float = 1.0, val_image_dir: str | None = None,
+                 train_chunk_rays: int | None = None):
+        """``train_chunk_rays``: run forward + backward over chunks of that many rays (same gradients as one
+        backward over the batch, activations stay cache-sized: faster on CPU), when the renderer supports it;
+        null runs one autograd pass over the whole batch."""
         super().__init__()
         self.conditioner = conditioner
         # the renderer arrives as a Hydra partial so that it can be built at the conditioner's width
@@ -25,6 +29,8 @@ class TalkingHeadSystem(L.LightningModule):
         self.lr_final, self.decay_steps, self.coarse_loss_weight = lr_final, decay_steps, coarse_loss_weight
         self.val_image_dir = val_image_dir
         self._val_images: list[torch.Tensor] = []
+        self.train_chunk_rays = train_chunk_rays
+        self.automatic_optimization = not (train_chunk_rays and hasattr(self.renderer, "forward_backward"))
 
     # -- step-dependent behaviour goes through this one hook (warm-ups, coarse-to-fine, loss stages) --
     def on_train_batch_start(self, batch, batch_idx):
@@ -38,20 +44,46 @@ class TalkingHeadSystem(L.LightningModule):
         return per_frame[batch["ray_frame"]]
 
     def training_step(self, batch, batch_idx):
+        if not self.automatic_optimization:
+            return self._chunked_training_step(batch)
         cond = self.conditions(batch)
         out = self.renderer(batch["rays_o"], batch["rays_d"], batch["near"], batch["far"], cond, batch["bg"])
         target = batch["target"]
-        loss_fine = F.mse_loss(out["rgb"], target)
-        loss = loss_fine
+        loss = F.mse_loss(out["rgb"], target)
         if "rgb_coarse" in out and self.coarse_loss_weight > 0:
             loss = loss + self.coarse_loss_weight * F.mse_loss(out["rgb_coarse"], target)
         reg = self.conditioner.regularizer(batch["frame_idx"])
         loss = loss + reg
-        n = target.shape[0]
-        self.log_dict({"train/loss": loss, "train/mse": loss_fine, "train/reg": reg,
-                       "train/psnr": -10.0 * torch.log10(loss_fine.detach().clamp_min(1e-10))},
-                      prog_bar=True, batch_size=n, sync_dist=False)
+        self._log_train(loss, F.mse_loss(out["rgb"].detach(), target), reg, target.shape[0])
         return loss
+
+    def _chunked_training_step(self, batch):
+        """The same loss and gradients as the automatic step, computed chunk by chunk (manual optimisation)."""
+        from lipspace.renderers.nerf import mse_chunk_loss
+
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        opt.zero_grad(set_to_none=True)
+        target, n = batch["target"], batch["target"].shape[0]
+        cond = self.conditions(batch)
+        reg = self.conditioner.regularizer(batch["frame_idx"])
+        photometric = mse_chunk_loss(target, self.coarse_loss_weight)
+
+        def loss_fn(out, sl):  # the regulariser joins the last chunk, so there is one backward upstream (DDP)
+            return photometric(out, sl) + (reg if sl.stop == n else 0.0)
+
+        ddp = self.trainer.strategy.model if self.trainer.world_size > 1 else None
+        out = self.renderer.forward_backward(batch["rays_o"], batch["rays_d"], batch["near"], batch["far"], cond,
+                                             batch["bg"], loss_fn, self.train_chunk_rays,
+                                             no_sync=getattr(ddp, "no_sync", None))
+        opt.step()
+        sched.step()
+        self._log_train(out["loss"], F.mse_loss(out["rgb"], target), reg.detach(), n)
+        return out["loss"]
+
+    def _log_train(self, loss, mse, reg, n):
+        self.log_dict({"train/loss": loss, "train/mse": mse, "train/reg": reg,
+                       "train/psnr": -10.0 * torch.log10(mse.detach().clamp_min(1e-10))},
+                      prog_bar=True, batch_size=n, sync_dist=False)
 
     def validation_step(self, batch, batch_idx):
         cond = self.conditioner(batch["inputs"], batch["frame_idx"])[0]
