@@ -43,7 +43,9 @@ def test_ray_with_near_equal_far_is_exactly_background():
 def test_weights_on_real_samples_sum_to_at_most_one():
     g = torch.Generator().manual_seed(0)
     t = torch.sort(torch.rand(64, 32, generator=g) * 4, dim=-1).values
-    out = composite(torch.rand(64, 32, 3, generator=g), torch.rand(64, 32, generator=g) * 5, t, torch.rand(64, 3, generator=g))
+    rgb, sigma = torch.rand(64, 32, 3, generator=g), torch.rand(64, 32, generator=g) * 5
+    bg = torch.rand(64, 3, generator=g)
+    out = composite(rgb, sigma, t, bg)
     w = out["weights"]
     assert (w >= 0).all()
     assert (w[:, :-1].sum(-1) <= 1 + 1e-6).all()

@@ -35,4 +35,5 @@ class PositionalEncoding(nn.Module):
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
     def extra_repr(self) -> str:
-        return f"in_dim={self.in_dim}, n_freqs={self.n_freqs}, include_input={self.include_input}, out_dim={self.out_dim}"
+        return (f"in_dim={self.in_dim}, n_freqs={self.n_freqs}, include_input={self.include_input}, "
+                f"out_dim={self.out_dim}")

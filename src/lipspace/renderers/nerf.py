@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import torch
 from torch import nn
@@ -11,6 +13,10 @@ from lipspace.renderers.volume import composite_real, sample_pdf, stratified_sam
 
 Outputs = dict[str, torch.Tensor]
 ChunkLoss = Callable[[Outputs, slice], torch.Tensor]
+
+# forward_backward's default chunk holds about this many activation values per layer (~6 MB float32):
+# measured best on the 2-core CPU machines for 4x64 (512 rays), 8x128 (64-128) and 8x256 (32) fields.
+TRAIN_CHUNK_ACTIVATIONS = 1_500_000
 
 
 class NeRFRenderer(nn.Module):
@@ -30,7 +36,7 @@ class NeRFRenderer(nn.Module):
         raw_noise_std: float = 0.0,
         eval_chunk_rays: int = 4096,
         compile: bool = False,
-        train_chunk_rays: int = 64,
+        train_chunk_rays: int | None = None,
     ):
         super().__init__()
         if n_coarse < 3 and n_fine > 0:
@@ -41,14 +47,17 @@ class NeRFRenderer(nn.Module):
         self.perturb = perturb
         self.raw_noise_std = raw_noise_std
         self.eval_chunk_rays = eval_chunk_rays
-        self.train_chunk_rays = train_chunk_rays
         self.coarse = field(cond_dim=cond_dim)
         self.fine = field(cond_dim=cond_dim) if n_fine > 0 else None
+        if train_chunk_rays is None:
+            # Sized from the widest pass and the field's width where it tells it (MLPField.hidden).
+            width = getattr(self.coarse, "hidden", 128)
+            train_chunk_rays = max(1, round(TRAIN_CHUNK_ACTIVATIONS / (width * (n_coarse + n_fine))))
+        self.train_chunk_rays = train_chunk_rays
+        # Compiled wrappers live in a tuple, not as submodules, so state_dict keeps one copy of each weight
+        # (and no `self.compile` attribute: it would shadow nn.Module.compile).
         fields = (self.coarse, self.fine)
-        if compile:
-            fields = tuple(torch.compile(f) if f is not None else None for f in fields)
-        # A tuple attribute, not submodules: the compiled wrappers must not duplicate keys in state_dict.
-        self._field_fns = fields
+        self._compiled = tuple(f if f is None else torch.compile(f) for f in fields) if compile else ()
 
     def _render_pass(self, field_fn, rays_o, rays_d, t_vals, cond, bg) -> Outputs:
         """Evaluate one field on the real samples of t_vals (the last is the background) and composite."""
@@ -64,7 +73,7 @@ class NeRFRenderer(nn.Module):
         if cond is not None and cond.shape[-1] != self.cond_dim:
             raise ValueError(f"NeRFRenderer built for cond_dim={self.cond_dim}, got cond of shape {tuple(cond.shape)}")
         perturb = self.perturb and self.training
-        coarse_fn, fine_fn = self._field_fns
+        coarse_fn, fine_fn = self._compiled or (self.coarse, self.fine)
         t_coarse = stratified_samples(near, far, self.n_coarse, perturb)
         coarse = self._render_pass(coarse_fn, rays_o, rays_d, t_coarse, cond, bg)
         if fine_fn is None:
@@ -86,30 +95,51 @@ class NeRFRenderer(nn.Module):
         return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
 
     def forward_backward(
-        self, rays_o, rays_d, near, far, cond, bg, loss_fn: ChunkLoss, chunk_rays: int | None = None
+        self,
+        rays_o,
+        rays_d,
+        near,
+        far,
+        cond,
+        bg,
+        loss_fn: ChunkLoss,
+        chunk_rays: int | None = None,
+        no_sync: Callable[[], AbstractContextManager] | None = None,
     ) -> Outputs:
-        """Training step body: forward + backward per chunk of rays, accumulating ``.grad``; returns detached outputs + "loss".
+        """Training step body: forward + backward per chunk of rays, accumulating ``.grad``.
+
+        Returns the detached outputs of all rays plus "loss" (the batch loss).
 
         Gives the gradients of one full-batch ``loss.backward()`` (up to float summation order) when the
-        batch loss is a sum of per-ray terms: ``loss_fn(out, sl)`` must return the chunk's share of it for
-        rays ``sl`` (e.g. ``mse_chunk_loss``). Activations then stay cache-sized instead of ~GB per step,
-        which on CPU is where most of the time goes. Inputs that carry a graph (a conditioner's ``cond``)
-        get their gradient accumulated here and pushed upstream with a single backward at the end.
+        batch loss is a sum of per-ray terms: ``loss_fn(out, sl)`` returns the share of rays ``sl`` (e.g.
+        ``mse_chunk_loss``). Activations then stay cache-sized instead of ~GB per step, which on CPU is most
+        of the time saved. Inputs carrying a graph (a conditioner's ``cond``) get the earlier chunks'
+        gradient pushed upstream inside the last chunk's backward, so a step makes exactly one backward
+        through anything upstream; under DDP pass ``no_sync`` (e.g. ``ddp_model.no_sync``) and the earlier
+        chunks skip the gradient all-reduce, as in gradient accumulation.
         """
         inputs = {"rays_o": rays_o, "rays_d": rays_d, "near": near, "far": far, "cond": cond, "bg": bg}
-        leaves = {k: (v.detach().requires_grad_() if v is not None and v.requires_grad else v) for k, v in inputs.items()}
-        outs, total = [], None
-        for s in _slices(rays_o.shape[0], chunk_rays or self.train_chunk_rays):
-            out = self(**{k: (None if v is None else v[s]) for k, v in leaves.items()})
-            loss = loss_fn(out, s)
-            loss.backward()
+        # Earlier chunks read detached leaves (their graphs end here); the last reads the real inputs.
+        leaves = {k: v.detach().requires_grad_() if v is not None and v.requires_grad else v for k, v in inputs.items()}
+        upstream = [k for k in inputs if leaves[k] is not inputs[k]]
+        slices = _slices(rays_o.shape[0], chunk_rays or self.train_chunk_rays)
+        outs, losses = [], []
+        for i, sl in enumerate(slices):
+            last = i == len(slices) - 1
+            source = inputs if last else leaves
+            out = self(**{k: None if v is None else v[sl] for k, v in source.items()})
+            loss = loss_fn(out, sl)
+            if not last:
+                with no_sync() if no_sync is not None else contextlib.nullcontext():
+                    loss.backward()
+            else:
+                # Leaf grads are zero on the last chunk's rows, whose gradient flows through the graph.
+                pending = [(inputs[k], leaves[k].grad) for k in upstream if leaves[k].grad is not None]
+                torch.autograd.backward([loss, *(t for t, _ in pending)], [None, *(g for _, g in pending)])
             outs.append({k: v.detach() for k, v in out.items()})
-            total = loss.detach() if total is None else total + loss.detach()
-        upstream = [(inputs[k], leaves[k].grad) for k in inputs if leaves[k] is not inputs[k] and leaves[k].grad is not None]
-        if upstream:
-            torch.autograd.backward([t for t, _ in upstream], [g for _, g in upstream])
+            losses.append(loss.detach())
         result = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
-        result["loss"] = total
+        result["loss"] = torch.stack(losses).sum()
         return result
 
 
@@ -125,7 +155,9 @@ def mse_chunk_loss(target: torch.Tensor, coarse_weight: float = 1.0) -> ChunkLos
 
 
 def _slices(n: int, chunk: int) -> list[slice]:
-    """Consecutive slices of at most ``chunk`` items covering range(n)."""
+    """Consecutive, near-equal slices of at most ``chunk`` items covering range(n) (no tiny last chunk)."""
     if chunk < 1:
         raise ValueError(f"chunk size must be >= 1, got {chunk}")
-    return [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+    n_chunks = max(1, -(-n // chunk))
+    size = -(-n // n_chunks)
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]

@@ -43,7 +43,9 @@ def sample_pdf(
     the outer bin edges whatever the weights are.
     """
     if bins.shape[-1] != weights.shape[-1] + 1:
-        raise ValueError(f"sample_pdf needs bins [R, S+1] for weights [R, S], got {tuple(bins.shape)}, {tuple(weights.shape)}")
+        raise ValueError(
+            f"sample_pdf needs bins [R, S+1] for weights [R, S], got {tuple(bins.shape)}, {tuple(weights.shape)}"
+        )
     weights = weights.detach() + 1e-5  # NeRF's guard: an all-zero ray still gets a uniform pdf, never NaN
     cdf = torch.cumsum(weights, dim=-1)
     cdf = cdf / cdf[:, -1:]
