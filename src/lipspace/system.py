@@ -11,16 +11,17 @@ import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from lipspace.conditioners.base import Conditioner
+from lipspace.errors import LipspaceError
 from lipspace.inference import render_rays_image
 
 
 class TalkingHeadSystem(L.LightningModule):
     def __init__(self, conditioner: Conditioner, renderer, optimizer, lr_final: float = 5e-5,
                  decay_steps: int | None = None, coarse_loss_weight: float = 1.0, val_image_dir: str | None = None,
-                 train_chunk_rays: int | None = None):
+                 train_chunk_rays: int | str | None = "auto"):
         """``train_chunk_rays``: run forward + backward over chunks of that many rays (same gradients as one
         backward over the batch, activations stay cache-sized: faster on CPU), when the renderer supports it;
-        null runs one autograd pass over the whole batch."""
+        "auto" lets the renderer size chunks from its width; null runs one autograd pass over the batch."""
         super().__init__()
         self.conditioner = conditioner
         # the renderer arrives as a Hydra partial so that it can be built at the conditioner's width
@@ -29,8 +30,10 @@ class TalkingHeadSystem(L.LightningModule):
         self.lr_final, self.decay_steps, self.coarse_loss_weight = lr_final, decay_steps, coarse_loss_weight
         self.val_image_dir = val_image_dir
         self._val_images: list[torch.Tensor] = []
-        self.train_chunk_rays = train_chunk_rays
+        self.train_chunk_rays = None if train_chunk_rays == "auto" else train_chunk_rays
         self.automatic_optimization = not (train_chunk_rays and hasattr(self.renderer, "forward_backward"))
+        if isinstance(train_chunk_rays, str) and train_chunk_rays != "auto":
+            raise LipspaceError(f"model.train_chunk_rays={train_chunk_rays!r}: an integer, 'auto' or null.")
 
     # -- step-dependent behaviour goes through this one hook (warm-ups, coarse-to-fine, loss stages) --
     def on_train_batch_start(self, batch, batch_idx):

@@ -88,3 +88,20 @@ def test_ddp_two_cpu_processes(tiny_dataset, tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_eval_and_render_console_scripts(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    train(compose_train(["data=dir", f"data.root={tiny_dataset}", *FAST], run), run)
+    bin_dir = Path(sys.executable).parent
+    ev = subprocess.run([str(bin_dir / "lipspace-eval"), f"run_dir={run}", "videos=false"], capture_output=True,
+                        text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert "heldout/utt_00" in ev.stdout and (run / "eval" / "results.csv").is_file()
+    rd = subprocess.run([str(bin_dir / "lipspace-render"), f"run_dir={run}", "driver=test_tail"], capture_output=True,
+                        text=True, timeout=300)
+    assert rd.returncode == 0, rd.stderr[-2000:]
+    assert (run / "render" / "test_tail.mp4").is_file()
+    bad = subprocess.run([str(bin_dir / "lipspace-eval"), f"run_dir={tmp_path / 'nope'}"], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and "not a lipspace training run" in bad.stderr and "Traceback" not in bad.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -65,8 +66,16 @@ def run_info(cfg: DictConfig, choices: dict | None = None) -> dict:
     }
 
 
+# Lightning warnings that do not apply here: ray batches are made in-process (no workers), and checkpoints
+# holding the post-step state are exactly what a resumed run needs.
+_IGNORED_WARNINGS = (".*IterableDataset.*has .__len__. defined.*", "Using ModelCheckpoint with manual optimization.*",
+                     ".*does not have many workers.*", ".*LeafSpec.*is deprecated.*")
+
+
 def train(cfg: DictConfig, output_dir: str | Path, choices: dict | None = None) -> dict:
     """Fit one model; returns the final logged metrics. Writes run.json + config.yaml into ``output_dir``."""
+    for pattern in _IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
     check_config(cfg)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
