@@ -71,12 +71,11 @@ class RayBatches(IterableDataset):
         }
 
 
-def frame_rays(clip: Clip, idx: int, downscale: int = 1, pose: torch.Tensor | None = None) -> dict:
+def frame_rays(clip: Clip, idx: int, downscale: int = 1) -> dict:
     """All rays of frame ``idx`` at 1/downscale resolution plus the area-downscaled target and background."""
     h, w = clip.hw
     u, v, (hh, ww) = full_frame_pixels(h, w, downscale)
-    pose = clip.pose[idx : idx + 1] if pose is None else pose[None]
-    rays_o, rays_d = camera_rays(pose, clip.intrinsics, u[None], v[None])
+    rays_o, rays_d = camera_rays(clip.pose[idx : idx + 1], clip.intrinsics, u[None], v[None])
     center, radius = clip.bounds
     near, far, _ = sphere_near_far(rays_o[0], rays_d[0], center, radius)
     target = clip.frames[idx].permute(2, 0, 1)[None].float() / 255.0
