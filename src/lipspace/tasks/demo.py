@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 
-from lipspace.config import choices_from_overrides, compose_train
+from lipspace.config import check_config, choices_from_overrides, compose_train
 
 # CPU-sized so that the whole demo stays within ~10 minutes on 2 cores (see README for the measured time)
 DEMO_OVERRIDES = ["experiment=lipnerf", "budget=tiny", "study=demo", "tags=[demo,lipnerf]"]
@@ -22,6 +22,7 @@ def run_demo(extra_overrides: list[str] | None = None, output_dir: str = "output
     t0 = time.perf_counter()
     overrides = DEMO_OVERRIDES + list(extra_overrides or [])
     cfg = compose_train(overrides, output_dir)
+    check_config(cfg)  # before minutes of synthesis, not after
     timings = {}
     t = time.perf_counter()
     dm = instantiate(cfg.data)
