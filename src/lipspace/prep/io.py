@@ -1,0 +1,249 @@
+"""Decode a real talking-head video into constant-25-fps RGB frames and 16 kHz mono audio (PyAV, no ffmpeg binary)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from lipspace.data.schema import FPS, SAMPLE_RATE
+from lipspace.errors import LipspaceError
+
+log = logging.getLogger(__name__)
+
+MIN_SECONDS = 1.0  # shorter clips cannot give a usable audio window nor a stable background
+# Errors PyAV / FFmpeg raise while demuxing or decoding broken input (FFmpegError covers av.error.*).
+_DECODE_ERRORS = (av.error.FFmpegError, av.error.EOFError, ValueError, OSError)
+_REENCODE_HINT = ("re-encode it with `ffmpeg -i in.mp4 -c:v libx264 -pix_fmt yuv420p -c:a aac out.mp4` "
+                  "or use another copy")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video holds. After decode_video_25fps, n_frames/duration_s/variable_frame_rate are measured."""
+
+    path: str
+    width: int  # of the source stream (before any max_side downscale)
+    height: int
+    fps: float  # average source frame rate
+    n_frames: int  # decoded source-frame count, or the container's count / an estimate after probe_video
+    duration_s: float
+    has_audio: bool
+    audio_rate: int | None
+    audio_channels: int | None
+    variable_frame_rate: bool
+    pix_fmt: str | None
+    scale: float = 1.0  # output side / source side applied by max_side (1.0 = untouched)
+
+
+def _check_file(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise LipspaceError(f"{p}: no such file; check the path (relative paths are taken from {Path.cwd()})")
+    if not p.is_file():
+        raise LipspaceError(f"{p}: is not a regular file; pass the path of a video file such as clip.mp4")
+    return p
+
+
+def _open(p: Path) -> av.container.InputContainer:
+    # Any failure to open means the bytes are not a container FFmpeg understands: report it as one line.
+    try:
+        return av.open(str(p), mode="r")
+    except _DECODE_ERRORS as e:
+        raise LipspaceError(f"{p}: not a readable video (corrupted, truncated or not a video file: {_why(e)}); "
+                            f"{_REENCODE_HINT}") from None
+
+
+def _why(e: Exception) -> str:
+    # FFmpeg messages can repeat the file name and span lines; keep one short line.
+    return " ".join(str(getattr(e, "strerror", None) or e).split())[:200]
+
+
+def _video_stream(p: Path, container) -> av.video.stream.VideoStream:
+    if not container.streams.video:
+        container.close()
+        raise LipspaceError(f"{p}: has no video stream (audio-only or data file); lipspace needs a video of the "
+                            f"speaker's face, pass the video file instead")
+    return container.streams.video[0]
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Read the container header (no decoding): size, rate, duration, audio presence."""
+    p = _check_file(path)
+    container = _open(p)
+    try:
+        vs = _video_stream(p, container)
+        avg = vs.average_rate or vs.guessed_rate or vs.base_rate
+        fps = float(avg) if avg else 0.0
+        if vs.duration is not None and vs.time_base is not None:
+            duration = float(vs.duration * vs.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        else:
+            duration = 0.0
+        n_frames = vs.frames if vs.frames else int(round(duration * fps))
+        # The header cannot prove VFR; a real-frame-rate differing from the average is its usual mark.
+        base = vs.base_rate or vs.guessed_rate
+        vfr = bool(avg and base and abs(float(base) - float(avg)) > 0.01 * float(avg))
+        a = container.streams.audio[0] if container.streams.audio else None
+        return VideoInfo(
+            path=str(p), width=vs.codec_context.width, height=vs.codec_context.height, fps=fps,
+            n_frames=int(n_frames), duration_s=duration, has_audio=a is not None,
+            audio_rate=a.codec_context.sample_rate if a else None,
+            audio_channels=a.codec_context.channels if a else None,
+            variable_frame_rate=vfr, pix_fmt=vs.codec_context.pix_fmt,
+        )
+    finally:
+        container.close()
+
+
+def _to_rgb(frame: av.VideoFrame, max_side: int | None) -> tuple[np.ndarray, float]:
+    # rgb24 conversion also expands gray/yuvj/10-bit sources to 3 channels.
+    img = frame.to_ndarray(format="rgb24")
+    h, w = img.shape[:2]
+    if max_side is not None and max(h, w) > max_side:
+        # Downscale right away so a 4K clip never holds full-resolution frames in memory.
+        s = max_side / max(h, w)
+        size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        return img, size[0] / w
+    return img, 1.0
+
+
+def decode_video_25fps(
+    path: str | Path, fps: int = FPS, max_side: int | None = None, max_seconds: float | None = None
+) -> tuple[np.ndarray, VideoInfo]:
+    """uint8 [N,H,W,3] RGB at constant `fps`: frame i is the source frame shown at t = i / fps.
+
+    Selection uses each decoded frame's pts (exact rationals), so 30 fps and variable-frame-rate sources
+    resample without drift. N = floor(duration * fps), duration = end of the last source frame's interval.
+    `max_seconds` stops decoding early (previews, tests); `max_side` bounds the longer output side.
+    """
+    info = probe_video(path)
+    p = Path(info.path)
+    container = _open(p)
+    vs = _video_stream(p, container)
+    tb = vs.time_base or Fraction(1, 90000)
+    step = Fraction(1, fps)
+    limit = Fraction(max_seconds).limit_denominator(10**6) if max_seconds is not None else None
+
+    out: list[np.ndarray] = []  # output frames (duplicates share one array until the final stack)
+    times: list[Fraction] = []  # source frame start times relative to the first frame
+    held: np.ndarray | None = None  # the source frame whose interval we are inside
+    t0: Fraction | None = None
+    scale = 1.0
+    error: str | None = None
+
+    def emit_until(t_end: Fraction) -> None:
+        # Every output instant i/fps before t_end falls in the held frame's interval.
+        while Fraction(len(out)) * step < t_end:
+            out.append(held)
+
+    try:
+        for frame in container.decode(vs):
+            if frame.pts is None:  # no timestamps at all: fall back to the nominal rate
+                t_abs = Fraction(len(times)) / Fraction(info.fps or fps).limit_denominator(10**6)
+            else:
+                t_abs = frame.pts * tb
+            if t0 is None:
+                t0 = t_abs  # output t = 0 is the first shown frame (skips edit-list / start offsets)
+            t = t_abs - t0
+            if times and t <= times[-1]:
+                # Non-increasing pts (duplicated timestamp): the later frame replaces the held one.
+                held, scale = _to_rgb(frame, max_side)
+                continue
+            if held is not None:
+                emit_until(t)
+            held, scale = _to_rgb(frame, max_side)
+            times.append(t)
+            if limit is not None and t >= limit:
+                break
+    except _DECODE_ERRORS as e:
+        error = _why(e)
+    finally:
+        container.close()
+
+    if held is None:
+        raise LipspaceError(f"{p}: no video frame could be decoded ({error or 'empty video stream'}); {_REENCODE_HINT}")
+
+    # The last frame lasts one median source interval (its own duration field is unreliable across muxers).
+    gaps = np.diff([float(x) for x in times])
+    last = Fraction(float(np.median(gaps))).limit_denominator(10**6) if len(gaps) else step
+    end = times[-1] + last
+    if limit is not None:
+        end = min(end, limit)
+    n_out = math.floor(end * fps)
+    emit_until(Fraction(n_out) * step)
+    del out[n_out:]
+
+    duration = float(times[-1] + last)
+    vfr = bool(len(gaps) > 1 and (gaps.max() - gaps.min()) > 0.1 * np.median(gaps))
+    decoded_s = float(end)
+    if error is not None or (limit is None and info.duration_s - decoded_s > 0.5):
+        # A truncated file ends early; keep what decoded when it is long enough to be useful.
+        if decoded_s < MIN_SECONDS:
+            raise LipspaceError(f"{p}: only {decoded_s:.2f} s could be decoded before the stream broke off "
+                                f"({error or 'truncated'}); {_REENCODE_HINT}")
+        log.warning("%s: video is truncated or corrupted (%s); using the %.2f s that decoded of %.2f s in the header",
+                    p, error or "ends early", decoded_s, info.duration_s)
+    if n_out / fps < MIN_SECONDS and limit is None:
+        raise LipspaceError(f"{p}: the clip is {duration:.2f} s long; lipspace needs at least {MIN_SECONDS:.0f} s "
+                            f"of talking video (use a longer clip)")
+    if n_out == 0:
+        raise LipspaceError(f"{p}: max_seconds={max_seconds} leaves no frame at {fps} fps; raise it")
+
+    frames = np.stack(out)
+    info = replace(info, n_frames=len(times), duration_s=duration, variable_frame_rate=vfr, scale=scale,
+                   fps=(len(times) - 1) / float(times[-1]) if len(times) > 1 and times[-1] > 0 else info.fps)
+    return frames, info
+
+
+def extract_audio_16k(path: str | Path, n_frames: int | None = None, fps: int = FPS) -> np.ndarray:
+    """float32 mono [-1, 1] at 16 kHz; with n_frames, trimmed or zero-padded to exactly n_frames / fps seconds."""
+    p = _check_file(path)
+    container = _open(p)
+    error: str | None = None
+    chunks: list[np.ndarray] = []
+    try:
+        if not container.streams.audio:
+            raise LipspaceError(
+                f"{p}: has no audio track; lipspace needs the speech that drives the lips, so mux one with "
+                f"`ffmpeg -i video -i audio.wav -c:v copy -map 0:v -map 1:a out.mp4`")
+        stream = container.streams.audio[0]
+        # Resample in FFmpeg (swresample): any rate / layout / sample format -> packed float mono 16 kHz.
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        try:
+            for frame in container.decode(stream):
+                frame.pts = None  # resampler must not fail on gaps/jumps in timestamps of broken files
+                for r in resampler.resample(frame):
+                    chunks.append(r.to_ndarray().reshape(-1))
+        except _DECODE_ERRORS as e:
+            error = _why(e)
+        for r in resampler.resample(None):  # flush the resampler's delay line
+            chunks.append(r.to_ndarray().reshape(-1))
+    finally:
+        container.close()
+
+    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if audio.size == 0:
+        raise LipspaceError(f"{p}: the audio track could not be decoded ({error or 'no samples'}); {_REENCODE_HINT}")
+    if error is not None:
+        log.warning("%s: audio is truncated or corrupted (%s); using the %.2f s that decoded",
+                    p, error, audio.size / SAMPLE_RATE)
+    np.clip(audio, -1.0, 1.0, out=audio)
+
+    if n_frames is not None:
+        target = round(n_frames * SAMPLE_RATE / fps)
+        diff = audio.size - target
+        if abs(diff) > SAMPLE_RATE / fps:  # more than one video frame off: the user should know
+            log.warning("%s: audio is %.3f s %s than the video (%d frames at %d fps); %s it to %.3f s",
+                        p, abs(diff) / SAMPLE_RATE, "longer" if diff > 0 else "shorter", n_frames, fps,
+                        "trimming" if diff > 0 else "zero-padding", target / SAMPLE_RATE)
+        audio = audio[:target] if diff > 0 else np.pad(audio, (0, -diff))
+    return audio
