@@ -1,0 +1,166 @@
+"""Asset resolution: user folder, cache, checksum-verified download (network replaced by a local copy)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+from lipspace import assets
+from lipspace.assets import KNOWN_ASSETS, file_sha256, resolve_asset, resolve_known
+from lipspace.errors import LipspaceError
+
+URL = "https://example.invalid/models/m.bin"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Empty user folder and cache; any real network access fails the test."""
+    user, cache = tmp_path / "user", tmp_path / "cache"
+    monkeypatch.setenv("LIPSPACE_ASSETS", str(user))
+    monkeypatch.setenv("LIPSPACE_CACHE", str(cache))
+
+    def no_network(url, dest):
+        raise AssertionError(f"unexpected download of {url}")
+
+    monkeypatch.setattr(assets, "_fetch", no_network)
+    return user, cache
+
+
+def blob(path: Path, data: bytes = b"model bytes " * 1000) -> tuple[Path, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+def test_user_folder_first(env, tmp_path):
+    user, cache = env
+    p, sha = blob(user / "models" / "m.bin")
+    blob(cache / "m.bin")  # also in the cache: the user's folder wins
+    assert resolve_asset("m.bin", sha, URL) == p
+    q, sha2 = blob(user / "other" / "n.bin")
+    assert resolve_asset("n.bin", sha2, URL, subdir="other") == q
+
+
+def test_cache_second(env, monkeypatch):
+    user, cache = env
+    p, sha = blob(cache / "m.bin")
+    assert resolve_asset("m.bin", sha, URL) == p
+    monkeypatch.delenv("LIPSPACE_ASSETS")
+    assert resolve_asset("m.bin", sha.upper(), URL) == p
+
+
+def test_default_cache_is_home(monkeypatch, tmp_path):
+    monkeypatch.delenv("LIPSPACE_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert assets.cache_dir() == tmp_path / ".cache" / "lipspace"
+
+
+def test_wrong_checksum_user_folder(env):
+    user, _ = env
+    p, sha = blob(user / "models" / "m.bin")
+    with pytest.raises(LipspaceError) as e:
+        resolve_asset("m.bin", "0" * 64, URL)
+    msg = str(e.value)
+    assert "\n" not in msg and str(p) in msg and "0" * 64 in msg and sha in msg and "replace it" in msg and URL in msg
+
+
+def test_wrong_checksum_cache_says_delete(env):
+    _, cache = env
+    p, sha = blob(cache / "m.bin")
+    with pytest.raises(LipspaceError, match=r"checksum mismatch \(cache copy\).*delete it") as e:
+        resolve_asset("m.bin", "f" * 64, URL)
+    assert str(p) in str(e.value) and sha in str(e.value)
+
+
+def test_download_into_cache(env, monkeypatch, tmp_path):
+    _, cache = env
+    src, sha = blob(tmp_path / "server" / "m.bin")
+    calls = []
+
+    def fake_fetch(url, dest):
+        calls.append(url)
+        assert Path(dest).parent == cache and Path(dest).name != "m.bin"  # temp file beside the target
+        shutil.copyfile(src, dest)
+
+    monkeypatch.setattr(assets, "_fetch", fake_fetch)
+    p = resolve_asset("m.bin", sha, URL)
+    assert p == cache / "m.bin" and p.read_bytes() == src.read_bytes() and calls == [URL]
+    assert sorted(x.name for x in cache.iterdir()) == ["m.bin"]  # no temp file left
+    assert resolve_asset("m.bin", sha, URL) == p and calls == [URL]  # second call: from the cache
+
+
+def test_download_bad_checksum_leaves_nothing(env, monkeypatch, tmp_path):
+    _, cache = env
+    src, sha = blob(tmp_path / "server" / "m.bin")
+    monkeypatch.setattr(assets, "_fetch", lambda url, dest: shutil.copyfile(src, dest))
+    with pytest.raises(LipspaceError) as e:
+        resolve_asset("m.bin", "1" * 64, URL)
+    msg = str(e.value)
+    assert "\n" not in msg and "m.bin" in msg and URL in msg and sha in msg and "1" * 64 in msg
+    assert list(cache.iterdir()) == []
+
+
+def test_offline_error_says_where_to_put_it(env, monkeypatch):
+    _, cache = env
+
+    def offline(url, dest):
+        raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(assets, "_fetch", offline)
+    with pytest.raises(LipspaceError) as e:
+        resolve_asset("m.bin", "2" * 64, URL)
+    msg = str(e.value)
+    assert "\n" not in msg and URL in msg and str(cache / "m.bin") in msg and "LIPSPACE_ASSETS" in msg
+    assert "name resolution" in msg and list(cache.iterdir()) == []
+
+
+def test_no_url_error_says_supply_it(env):
+    with pytest.raises(LipspaceError, match="no official download URL; supply it yourself") as e:
+        resolve_known("hair_segmenter_derived.tflite")
+    assert KNOWN_ASSETS["hair_segmenter_derived.tflite"].sha256 in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_asset():
+    with pytest.raises(LipspaceError, match="not a known asset.*face_landmarker.task"):
+        resolve_known("nope.bin")
+
+
+def test_known_assets_registry():
+    assert set(KNOWN_ASSETS) == {"face_landmarker.task", "selfie_segmenter.tflite", "hair_segmenter_derived.tflite"}
+    for a in KNOWN_ASSETS.values():
+        assert len(a.sha256) == 64 and int(a.sha256, 16) >= 0
+        assert a.url is None or (a.url.startswith("https://storage.googleapis.com/mediapipe-models/")
+                                 and a.url.endswith(a.name))
+    assert KNOWN_ASSETS["hair_segmenter_derived.tflite"].url is None
+
+
+def test_hash_is_cached_by_path_size_mtime(tmp_path, monkeypatch):
+    p, sha = blob(tmp_path / "big.bin")
+    assert file_sha256(p) == sha
+    want = hashlib.sha256(b"changed!" * 10).hexdigest()
+    calls = []
+    real = hashlib.sha256
+    monkeypatch.setattr(assets.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    assert file_sha256(p) == sha and calls == []  # unchanged: no re-hash
+    st = p.stat()
+    p.write_bytes(b"changed!" * 10)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert file_sha256(p) == want and calls == [1]  # changed size/mtime: hashed again
+
+
+def test_real_shared_assets_verify(monkeypatch, tmp_path):
+    root = Path(__file__).resolve().parents[2] / "shared" / "assets"
+    root = Path(os.environ.get("LIPSPACE_ASSETS", root))
+    if not (root / "models").is_dir():
+        pytest.skip(f"shared assets not present ({root}/models; set LIPSPACE_ASSETS)")
+    monkeypatch.setenv("LIPSPACE_ASSETS", str(root))
+    monkeypatch.setenv("LIPSPACE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(assets, "_fetch", lambda url, dest: pytest.fail("must not download"))
+    for name, a in KNOWN_ASSETS.items():
+        p = resolve_known(name)
+        assert p == root / "models" / name and p.stat().st_size == a.size
