@@ -50,24 +50,25 @@ class Clip:
     def audio_path(self) -> Path:
         return self.root / "audio.wav"
 
+    def class_mask(self, idx, classes) -> torch.Tensor:
+        """Pixels of frames ``idx`` whose parsing class is one of ``classes`` (bool [..., H, W])."""
+        return torch.isin(self.parsing[idx], torch.as_tensor(classes, dtype=self.parsing.dtype))
+
     def head_mask(self, idx) -> torch.Tensor:
-        p = self.parsing[idx]
-        m = torch.zeros_like(p, dtype=torch.bool)
-        for c in HEAD_CLASSES:
-            m |= p == c
-        return m
+        return self.class_mask(idx, HEAD_CLASSES)
 
     def frame_background(self, idx) -> torch.Tensor:
         """Background of frames ``idx`` [..., H, W, 3] float: background.png, with ground-truth pixels of
         ``gt_background_classes`` pasted in."""
-        p = self.parsing[idx]
-        bg = self.background.expand(*p.shape, 3)
+        bg = self.background.expand(*self.parsing[idx].shape, 3)
         if not self.gt_background_classes:
             return bg
-        m = torch.zeros_like(p, dtype=torch.bool)
-        for c in self.gt_background_classes:
-            m |= p == c
+        m = self.class_mask(idx, self.gt_background_classes)
         return torch.where(m[..., None], self.frames[idx].float() / 255.0, bg)
+
+    def load_sibling(self, root) -> "Clip":
+        """Load another dataset directory (a held-out utterance, a driving clip) with this clip's settings."""
+        return load_clip(root, gt_background_classes=self.gt_background_classes, bounds_key=self.bounds_key)
 
     def track(self, name: str, idx=None) -> torch.Tensor:
         arr = torch.as_tensor(self.tracks[name], dtype=torch.float32)

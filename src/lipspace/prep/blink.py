@@ -7,6 +7,7 @@ import numpy as np
 from lipspace.data.schema import FPS
 from lipspace.errors import LipspaceError
 from lipspace.prep.face import FaceTracks
+from lipspace.prep.runs import true_runs
 
 # 6-point eye contours in the MediaPipe 478-point mesh, ordered p1..p6 as in Soukupová & Čech (2016):
 # p1/p4 the eye corners, p2/p3 upper lid, p6/p5 the lower-lid points facing them.
@@ -83,10 +84,8 @@ def blink_events(blink: np.ndarray, fps: float = FPS, threshold: float = 0.5, mi
     """Blinks as (start_frame, end_frame) with end exclusive: runs of blink >= threshold lasting at least
     `min_frames` frames (and at most `max_seconds` at `fps` when given: longer closures are not blinks)."""
     closed = np.asarray(blink, np.float64).reshape(-1) >= threshold
-    d = np.diff(np.concatenate([[0], closed.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
     longest = np.inf if max_seconds is None else max_seconds * fps
-    return [(int(s), int(e)) for s, e in zip(starts, ends) if min_frames <= e - s <= longest]
+    return [(s, e) for s, e in true_runs(closed) if min_frames <= e - s <= longest]
 
 
 def blinks_per_second(blink: np.ndarray, fps: float = FPS, threshold: float = 0.5, min_frames: int = 2,

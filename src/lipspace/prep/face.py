@@ -14,6 +14,7 @@ import numpy as np
 
 from lipspace.data.schema import FPS, MP_BLENDSHAPE_NAMES
 from lipspace.errors import LipspaceError
+from lipspace.prep.runs import true_runs
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,7 @@ class FaceTracks:
 
 def invalid_ranges(valid: np.ndarray, fps: float = FPS) -> list[tuple[float, float]]:
     """Time ranges [start, end) in seconds of consecutive invalid frames (frame i covers [i/fps, (i+1)/fps))."""
-    v = np.asarray(valid, bool).reshape(-1)
-    bad = np.concatenate([[False], ~v, [False]]).astype(np.int8)
-    d = np.diff(bad)
-    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
-    return [(float(s) / fps, float(e) / fps) for s, e in zip(starts, ends)]
+    return [(s / fps, e / fps) for s, e in true_runs(~np.asarray(valid, bool))]
 
 
 def _fmt_ranges(ranges: list[tuple[float, float]], limit: int = 8) -> str:

@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lipspace.data.clip import Clip, load_clip
+from lipspace.data.clip import Clip
 from lipspace.data.sampling import frame_inputs
 from lipspace.errors import LipspaceError
 from lipspace.eval import metrics as M
@@ -98,8 +98,7 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
                      audio_offset_s=split.test[0] / clip.meta["fps"], downscale=downscale)
         results.append({"eval_set": "test_tail", "driver": "tracked_inputs", **row})
     for name in clip.meta.get("heldout", [])[:max_heldout]:
-        held = load_clip(clip.root / "heldout" / name, gt_background_classes=clip.gt_background_classes,
-                          bounds_key=clip.bounds_key)
+        held = clip.load_sibling(clip.root / "heldout" / name)
         log.info("eval: held-out utterance %s (%d frames, driven by its ground-truth expression track)",
                  name, held.n_frames)
         inputs = frame_inputs(held, np.arange(held.n_frames), dm.inputs)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from lipspace.data.clip import load_clip
 from lipspace.data.sampling import frame_inputs
 from lipspace.errors import LipspaceError
 from lipspace.eval.video import to_uint8, write_video
@@ -34,8 +33,7 @@ def render(run_dir, driver: str = "heldout/utt_00", out: str | None = None, ckpt
             options = ["test_tail"] + [f"heldout/{n}" for n in clip.meta.get("heldout", [])]
             raise LipspaceError(f"{path}: not a dataset directory. driver must be one of {options} or a path to a "
                                 "dataset directory written by lipspace-prep / lipspace-synth.")
-        seq = load_clip(path, gt_background_classes=clip.gt_background_classes,
-                          bounds_key=clip.bounds_key)
+        seq = clip.load_sibling(path)
         indices, fidx = np.arange(seq.n_frames), None
     inputs = frame_inputs(seq, indices, dm.inputs)
     frames = []
