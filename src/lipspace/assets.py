@@ -48,6 +48,10 @@ KNOWN_ASSETS: dict[str, Asset] = {
         # MediaPipe's legacy hair_segmentation.tflite with Tasks metadata added: no official URL serves this file.
         Asset("hair_segmenter_derived.tflite", "0ed6652ff18c0705805aaa9badf91486500fe7bf4522c3c2f63c7cee6718b286",
               None, 781_617, licence="Apache-2.0 (MediaPipe, metadata added)"),
+        # The face area of the ICT-FaceKit light model converted from its OBJ files (github.com/ICT-VGL/ICT-FaceKit,
+        # FaceXModel/); no official URL serves this npz, so it comes from LIPSPACE_ASSETS or the cache.
+        Asset("ict_face_light.npz", "1451bdbf28dffbc3c9326fc20e08f904c8f07bbd513e6ac8c006b9973564a082",
+              None, None, licence="MIT (ICT-FaceKit, USC ICT)"),
     )
 }
 

@@ -73,8 +73,9 @@ def _open_landmarker(model_path: Path, num_faces: int):
 
 
 def track_faces(frames: np.ndarray, model_path: str | Path, max_invalid_fraction: float = 0.2,
-                source: str = "<frames>", fps: float = FPS, num_faces: int = 2) -> FaceTracks:
-    """Track the (largest) face in uint8 RGB frames [N,H,W,3] at `fps`; see FaceTracks for the outputs."""
+                source: str = "<frames>", fps: float = FPS, num_faces: int = 2, progress=None) -> FaceTracks:
+    """Track the (largest) face in uint8 RGB frames [N,H,W,3] at `fps`; see FaceTracks for the outputs.
+    ``progress``, when given, is called with 1 after each frame (e.g. a tqdm bar's ``update``)."""
     import mediapipe as mp  # deferred: the import costs ~1 s and only preprocessing needs it
 
     frames = np.asarray(frames)
@@ -100,6 +101,8 @@ def track_faces(frames: np.ndarray, model_path: str | Path, max_invalid_fraction
             img = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frames[i]))
             # Timestamps must increase strictly; frame i is shown at i / fps.
             res = landmarker.detect_for_video(img, int(round(i * 1000 / fps)))
+            if progress is not None:
+                progress(1)
             faces = res.face_landmarks or []
             n_faces[i] = len(faces)
             if not faces:
