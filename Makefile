@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipspace-installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install demo test test-slow test-all bench bench-renderer lint clean
+.PHONY: help install demo test test-slow test-all bench bench-prep bench-renderer lint clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
@@ -33,9 +33,13 @@ test-slow: $(STAMP)  ## run the slow suite (end-to-end, DDP)
 test-all: $(STAMP)  ## run both suites
 	$(PY) -m pytest -q $(ARGS)
 
-bench: $(STAMP)  ## print training throughput (rays/s) at tiny and paper sizes, and the demo's wall time
+bench: $(STAMP)  ## print training throughput, preprocessing frames/s per stage (71 s clip), and the demo's wall time
 	$(PY) benchmarks/bench_renderer.py $(ARGS)
+	$(PY) benchmarks/bench_prep.py
 	$(PY) benchmarks/bench_demo.py
+
+bench-prep: $(STAMP)  ## preprocessing frames/s per stage and overall on the 71 s anchor clip
+	$(PY) benchmarks/bench_prep.py $(ARGS)
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun logs wandb .pytest_cache
