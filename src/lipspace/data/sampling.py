@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch.utils.data import IterableDataset
 
 from lipspace.data.clip import Clip
+from lipspace.data.schema import HEAD_CLASSES
 from lipspace.data.rays import camera_rays, full_frame_pixels, sphere_near_far
 
 
@@ -26,9 +27,13 @@ class RayBatches(IterableDataset):
         self.rays_per_batch, self.frames_per_batch = rays_per_batch, min(frames_per_batch, len(train_idx))
         self.head_fraction, self.steps_per_epoch, self.seed = head_fraction, steps_per_epoch, seed
         self.epoch = 0
-        h, w = clip.hw
-        self._u, self._v, _ = full_frame_pixels(h, w)
         self.center, self.radius = clip.bounds
+        n, h, w = clip.parsing.shape
+        self._frames_flat = clip.frames.reshape(n, h * w, 3)
+        self._parsing_flat = clip.parsing.reshape(n, h * w)  # uint8; gathered values are widened
+        self._head_lut = _class_lut(HEAD_CLASSES)
+        self._gt_lut = _class_lut(clip.gt_background_classes)
+        self._head_boxes = _mask_boxes(clip.parsing, self._head_lut)
 
     def __len__(self):
         return self.steps_per_epoch
@@ -46,29 +51,116 @@ class RayBatches(IterableDataset):
         pick = torch.randperm(len(self.train_idx), generator=g)[:nf]
         fidx = self.train_idx[pick]
         per = -(-self.rays_per_batch // nf)
-        rays_o, rays_d = camera_rays(clip.pose[fidx], clip.intrinsics, self._u.expand(nf, -1), self._v.expand(nf, -1))
-        near, far, hit = sphere_near_far(rays_o, rays_d, self.center, self.radius)  # [F, H*W]
-        head = clip.head_mask(fidx).reshape(nf, -1) & hit
-        w = hit.float() / hit.sum(1, keepdim=True).clamp_min(1)
-        if self.head_fraction > 0:
-            w = (1 - self.head_fraction) * w + self.head_fraction * head.float() / head.sum(1, keepdim=True).clamp_min(1)
-        w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))  # a frame with no hit: sample anywhere
-        pix = torch.multinomial(w, per, replacement=True, generator=g)  # [F, per]
-        gather = lambda t: torch.gather(t, 1, pix)  # noqa: E731
+        h, w = clip.hw
+        # Stratified version of the mixture (1 - f) * uniform(pixels hitting the bounds) + f * uniform(head pixels):
+        # round(f * per) rays from head pixels, the rest from hitting pixels, both by rejection sampling inside a
+        # box. Only drawn pixels are touched, so a step costs the same at 512^2 as at 128^2.
+        n_head = int(round(self.head_fraction * per)) if self.head_fraction > 0 else 0
+        pix = self._draw_hitting(fidx, per, g)  # [F, per]
+        if n_head:
+            boxes = self._head_boxes[fidx].unbind(1)
+            head, ok = _draw_rejection(boxes, lambda c: self._head_lut[self._parsing_flat[fidx[:, None], c].long()],
+                                       n_head, g, w)
+            pix[:, :n_head] = torch.where(ok[:, None], head, pix[:, :n_head])
         rows = torch.arange(nf)[:, None]
-        target = clip.frames[fidx].reshape(nf, -1, 3)[rows, pix].float() / 255.0
-        bg = clip.frame_background(fidx).reshape(nf, -1, 3)[rows, pix]
+        u, v = (pix % w).float(), torch.div(pix, w, rounding_mode="floor").float()
+        rays_o, rays_d = camera_rays(clip.pose[fidx], clip.intrinsics, u, v)
+        near, far, _ = sphere_near_far(rays_o, rays_d, self.center, self.radius)
+        target = self._frames_flat[fidx[:, None], pix].float() / 255.0  # [F, per, 3]
+        bg = clip.background.reshape(-1, 3)[pix]
+        if clip.gt_background_classes:
+            gt = self._gt_lut[self._parsing_flat[fidx[:, None], pix].long()]
+            bg = torch.where(gt[..., None], target, bg)
         return {
             "frame_idx": fidx,
             "inputs": frame_inputs(clip, fidx, self.inputs),
             "ray_frame": rows.expand(nf, per).reshape(-1),
-            "rays_o": rays_o[rows, pix].reshape(-1, 3),
-            "rays_d": rays_d[rows, pix].reshape(-1, 3),
-            "near": gather(near).reshape(-1),
-            "far": gather(far).reshape(-1),
+            "rays_o": rays_o.reshape(-1, 3),
+            "rays_d": rays_d.reshape(-1, 3),
+            "near": near.reshape(-1),
+            "far": far.reshape(-1),
             "target": target.reshape(-1, 3),
             "bg": bg.reshape(-1, 3),
         }
+
+    def _draw_hitting(self, fidx: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
+        """[F, n] flat pixel indices drawn uniformly among the pixels whose rays hit the bounds sphere, inside the
+        sphere's image-space bounding box (a frame where nothing hits draws from the whole frame)."""
+        clip = self.clip
+        h, w = clip.hw
+        boxes = _sphere_boxes(clip.pose[fidx], clip.intrinsics, self.center, self.radius, h, w)
+
+        def hits(cand):
+            o, d = camera_rays(clip.pose[fidx], clip.intrinsics, (cand % w).float(),
+                               torch.div(cand, w, rounding_mode="floor").float())
+            return sphere_near_far(o, d, self.center, self.radius)[2]
+
+        return _draw_rejection(boxes, hits, n, g, w)[0]
+
+
+def _class_lut(classes) -> torch.Tensor:
+    lut = torch.zeros(256, dtype=torch.bool)
+    lut[list(classes)] = True
+    return lut
+
+
+def _mask_boxes(parsing: torch.Tensor, lut: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """Per-frame bounding boxes (x0, y0, x1, y1) [N,4] of the pixels whose class is in lut (whole frame if none)."""
+    n, h, w = parsing.shape
+    out = torch.tensor([0, 0, w, h]).repeat(n, 1)
+    for s in range(0, n, chunk):
+        m = lut[parsing[s:s + chunk].long()]
+        cols, rows = m.any(1), m.any(2)  # [c, W], [c, H]
+        has = cols.any(1)
+        xr = torch.arange(w)
+        yr = torch.arange(h)
+        x0 = torch.where(cols, xr, w).min(1).values
+        x1 = torch.where(cols, xr, -1).max(1).values + 1
+        y0 = torch.where(rows, yr, h).min(1).values
+        y1 = torch.where(rows, yr, -1).max(1).values + 1
+        box = torch.stack([x0, y0, x1, y1], 1)
+        out[s:s + chunk] = torch.where(has[:, None], box, out[s:s + chunk])
+    return out
+
+
+def _draw_rejection(boxes, accept, n: int, g: torch.Generator, w: int):
+    """Draw [F, n] flat pixel indices uniformly from the pixels of each frame's box (x0, y0, x1, y1 tensors [F])
+    that ``accept(candidates [F, M]) -> bool [F, M]``. Returns (indices, ok [F]); a frame with fewer accepted
+    candidates than n reuses them cyclically, one with none (ok False) gets unfiltered box pixels."""
+    x0, y0, x1, y1 = (b.float() for b in boxes)
+    nf = len(x0)
+    m = 3 * n + 64
+    r = torch.rand(nf, m, 2, generator=g)
+    u = (x0[:, None] + r[..., 0] * (x1 - x0)[:, None]).floor().clamp(x0[:, None], (x1 - 1).clamp_min(0)[:, None])
+    v = (y0[:, None] + r[..., 1] * (y1 - y0)[:, None]).floor().clamp(y0[:, None], (y1 - 1).clamp_min(0)[:, None])
+    cand = (v * w + u).long()
+    ok = accept(cand)
+    k = ok.sum(1)
+    order = torch.argsort((~ok).to(torch.int8), dim=1, stable=True)  # accepted first, in draw order
+    cols = torch.arange(n)[None, :] % k.clamp_min(1)[:, None]
+    out = torch.gather(cand, 1, torch.gather(order, 1, cols))
+    return torch.where(k[:, None] > 0, out, cand[:, :n]), k > 0
+
+
+def _sphere_boxes(pose: torch.Tensor, intrinsics: torch.Tensor, center: torch.Tensor, radius: float, h: int, w: int):
+    """Image-space boxes (x0, y0, x1, y1) [F] that contain the projection of the bounds sphere (whole frame when
+    the camera is inside or too close to it)."""
+    fx, fy, cx, cy = intrinsics.unbind(-1)
+    c = torch.einsum("fij,j->fi", pose[:, :3, :3], center) + pose[:, :3, 3]  # sphere centre in camera space
+    z = c[:, 2]
+    ok = z > radius * 1.05
+    zs = torch.where(ok, z, torch.ones_like(z))
+    # tangent half-angle bound: r / sqrt(z^2 - r^2) in normalised coordinates, plus the centre's offset
+    half = radius / torch.sqrt((zs * zs - radius * radius).clamp_min(1e-6))
+    xc, yc = c[:, 0] / zs, c[:, 1] / zs
+    grow = torch.sqrt(1 + xc * xc + yc * yc)  # off-axis spheres project to ellipses stretched by up to this
+    x0 = torch.where(ok, cx + fx * (xc - half * grow), torch.zeros_like(z)).clamp(0, w)
+    x1 = torch.where(ok, cx + fx * (xc + half * grow) + 1, torch.full_like(z, w)).clamp(0, w)
+    y0 = torch.where(ok, cy + fy * (yc - half * grow), torch.zeros_like(z)).clamp(0, h)
+    y1 = torch.where(ok, cy + fy * (yc + half * grow) + 1, torch.full_like(z, h)).clamp(0, h)
+    empty = (x1 <= x0) | (y1 <= y0)
+    return (torch.where(empty, 0, x0), torch.where(empty, 0, y0), torch.where(empty, w, x1),
+            torch.where(empty, h, y1))
 
 
 def frame_rays(clip: Clip, idx: int, downscale: int = 1) -> dict:
