@@ -210,6 +210,7 @@ def test_two_faces_takes_the_largest_and_warns(tmp_path, may_frames, caplog):
     assert box["x0"] + box["side"] <= big.shape[2] + 8  # the crop is on the big (left) face
 
 
+@pytest.mark.slow
 @needs_assets
 def test_grayscale_4k_and_variable_rate_sources(tmp_path, may_frames, caplog):
     import cv2
@@ -248,7 +249,7 @@ def test_audio_longer_than_video_is_trimmed(tmp_path, may_frames, caplog):
 def test_cli_usage_and_unknown_option(tmp_path):
     exe = [sys.executable, "-m", "lipspace.cli.prep"]
     r = subprocess.run(exe + ["--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "lipspace-prep VIDEO OUT_DIR" in r.stdout and "hair_stride=1" in r.stdout
+    assert r.returncode == 0 and "lipspace-prep VIDEO OUT_DIR" in r.stdout and "hair_stride=2" in r.stdout
     r = subprocess.run(exe + ["a.mp4", str(tmp_path), "sise=256"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown option 'sise'" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run(exe + [str(tmp_path / "none.mp4"), str(tmp_path / "o")], capture_output=True, text=True)
