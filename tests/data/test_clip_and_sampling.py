@@ -94,3 +94,32 @@ def test_gt_background_classes_paste_ground_truth(tiny_dataset):
     assert torch.allclose(bg[disc], c.frames[0][disc].float() / 255)
     assert torch.allclose(bg[~disc], c.background[~disc])
     assert torch.equal(load_clip(tiny_dataset).frame_background(0), c.background)
+
+
+def test_ray_sampling_matches_the_stated_mixture(clip):
+    """Half the rays from head pixels, half uniform among pixels whose rays hit the bounds: the head share of a
+    large sample is 0.5 + 0.5 * (head pixels / hitting pixels), and the non-head half is spread evenly."""
+    from lipspace.data.rays import camera_rays, full_frame_pixels, sphere_near_far
+
+    split = split_frames(clip, 0.1)
+    ds = RayBatches(clip, split.train[:1], {}, 20000, 1, 0.5, 1, 0)
+    b = next(iter(ds))
+    f = int(b["frame_idx"][0])
+    h, w = clip.hw
+    u, v, _ = full_frame_pixels(h, w)
+    o, d = camera_rays(clip.pose[f:f + 1], clip.intrinsics, u[None], v[None])
+    hit = sphere_near_far(o, d, *clip.bounds)[2][0]
+    head = clip.head_mask(f).reshape(-1)
+    expected = 0.5 + 0.5 * float((head & hit).sum() / hit.sum())
+    # recover which pixel each ray went through from its direction
+    cam_d = torch.einsum("ij,rj->ri", clip.pose[f, :3, :3], b["rays_d"])
+    fx, fy, cx, cy = clip.intrinsics
+    pu = (cam_d[:, 0] / cam_d[:, 2] * fx + cx - 0.5).round().long()
+    pv = (cam_d[:, 1] / cam_d[:, 2] * fy + cy - 0.5).round().long()
+    got = head[pv * w + pu].float().mean().item()
+    assert abs(got - expected) < 0.02, (got, expected)
+    assert hit[pv * w + pu].all()
+    # the non-head rays cover the hitting non-head pixels evenly (chi-square-like spread check)
+    rest = (~head[pv * w + pu])
+    counts = torch.bincount((pv * w + pu)[rest], minlength=h * w)[(~head) & hit].float()
+    assert counts.min() > 0 and counts.max() / counts.mean() < 3.0
