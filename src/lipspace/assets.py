@@ -51,7 +51,7 @@ KNOWN_ASSETS: dict[str, Asset] = {
         # The face area of the ICT-FaceKit light model converted from its OBJ files (github.com/ICT-VGL/ICT-FaceKit,
         # FaceXModel/); no official URL serves this npz, so it comes from LIPSPACE_ASSETS or the cache.
         Asset("ict_face_light.npz", "1451bdbf28dffbc3c9326fc20e08f904c8f07bbd513e6ac8c006b9973564a082",
-              None, None, licence="MIT (ICT-FaceKit, USC ICT)"),
+              None, 6_510_819, licence="MIT (ICT-FaceKit, USC ICT)"),
     )
 }
 

@@ -13,6 +13,7 @@ import pytest
 
 from lipspace.errors import LipspaceError
 from lipspace.prep.io import VideoInfo, decode_video_25fps, extract_audio_16k, probe_video
+from tests.prep.videos import write_video
 
 BITS = 8  # frame index coded as 8 vertical bars, black/white: survives h264 compression
 ASSETS = Path(os.environ.get("LIPSPACE_ASSETS", Path(__file__).resolve().parents[3] / "shared" / "assets"))
@@ -38,38 +39,10 @@ def write_mp4(path: Path, n: int, fps: int = 25, pts: list[int] | None = None, t
               audio_s: float | None = None, size: tuple[int, int] = (64, 64), pix_fmt: str = "yuv420p",
               gray: bool = False, codec: str = "libx264") -> Path:
     """n pattern frames (h264) at `fps`, or at explicit `pts` in `tb`; optional `audio_s` seconds of AAC sine."""
-    h, w = size
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream(codec, rate=fps)
-        vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
-        if codec == "libx264":
-            vs.options = {"preset": "ultrafast", "qp": "10"}
-        if tb is not None:
-            vs.codec_context.time_base = tb
-            vs.time_base = tb
-        as_ = out.add_stream("aac", rate=16000, layout="mono") if audio_s is not None else None
-        for i in range(n):
-            img = pattern(i, h, w)
-            f = (av.VideoFrame.from_ndarray(img[..., 0], format="gray") if gray
-                 else av.VideoFrame.from_ndarray(img, format="rgb24"))
-            if pts is not None:
-                f.pts, f.time_base = pts[i], tb
-            for pkt in vs.encode(f):
-                out.mux(pkt)
-        for pkt in vs.encode():
-            out.mux(pkt)
-        if as_ is not None:
-            n_samp = int(audio_s * 16000)
-            wave = (0.5 * np.sin(2 * np.pi * 440 * np.arange(n_samp) / 16000)).astype(np.float32)
-            for s in range(0, n_samp, 1024):
-                chunk = wave[s:s + 1024][None]
-                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="mono")
-                af.sample_rate, af.pts = 16000, s
-                for pkt in as_.encode(af):
-                    out.mux(pkt)
-            for pkt in as_.encode():
-                out.mux(pkt)
-    return path
+    frames = np.stack([pattern(i, *size) for i in range(n)])
+    return write_video(path, frames, fps, audio_s=audio_s, gray=gray, pts=pts, tb=tb or Fraction(1, 1000),
+                       pix_fmt=pix_fmt if not gray else None, codec=codec,
+                       codec_options={"preset": "ultrafast", "qp": "10"}, tone_amplitude=0.5)
 
 
 def indices(frames: np.ndarray) -> list[int]:

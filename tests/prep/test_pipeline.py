@@ -15,6 +15,7 @@ import pytest
 from lipspace.errors import LipspaceError
 from lipspace.prep.pipeline import STAGES, PrepOptions, Preprocessor, prepare
 from tests.conftest import assets_dir
+from tests.prep.videos import write_video
 
 ASSETS = assets_dir()
 MAY = ASSETS / "video" / "may_en_25fps_5s.mp4" if ASSETS else None
@@ -27,41 +28,6 @@ needs_assets = pytest.mark.skipif(
 def _assets_env(monkeypatch):
     if ASSETS is not None:
         monkeypatch.setenv("LIPSPACE_ASSETS", str(ASSETS))
-
-
-def write_video(path: Path, frames: np.ndarray, fps: int = 25, audio_s: float | None = None,
-                gray: bool = False, pts: list[int] | None = None) -> Path:
-    """RGB frames -> h264 mp4 (optionally gray, explicit pts in 1/1000 s) with `audio_s` seconds of AAC tone."""
-    from fractions import Fraction
-
-    h, w = frames.shape[1:3]
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("libx264", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = w, h, "gray" if gray else "yuv420p"
-        vs.options = {"preset": "ultrafast", "crf": "18"}
-        if pts is not None:
-            vs.codec_context.time_base = vs.time_base = Fraction(1, 1000)
-        a = out.add_stream("aac", rate=16000, layout="mono") if audio_s else None
-        for i, img in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(img[..., 0] if gray else img, format="gray" if gray else "rgb24")
-            if pts is not None:
-                f.pts, f.time_base = pts[i], Fraction(1, 1000)
-            for pkt in vs.encode(f):
-                out.mux(pkt)
-        for pkt in vs.encode():
-            out.mux(pkt)
-        if a is not None:
-            n = int(audio_s * 16000)
-            wave = (0.3 * np.sin(2 * np.pi * 220 * np.arange(n) / 16000)).astype(np.float32)
-            for s in range(0, n, 1024):
-                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[s:s + 1024][None]), format="fltp",
-                                                layout="mono")
-                af.sample_rate, af.pts = 16000, s
-                for pkt in a.encode(af):
-                    out.mux(pkt)
-            for pkt in a.encode():
-                out.mux(pkt)
-    return path
 
 
 @pytest.fixture(scope="module")
