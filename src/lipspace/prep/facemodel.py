@@ -7,7 +7,7 @@ Origin, "about the skull centre", is defined from the model's own iBUG-68 landma
 same one: the midpoint of the outer eye corners (points 36, 45) moved ``EYE_TO_ORIGIN_HEAD`` = 0.08 units down
 and 0.80 units back (the synthetic head's eyes sit 0.08 above and ~0.8 in front of its centre).
 
-ICT-FaceKit (MIT, USC ICT; /work/shared/assets/models/ict_face_light.npz) is in cm with y UP and z TOWARDS the
+ICT-FaceKit (MIT, USC ICT; the shared assets' models/ict_face_light.npz) is in cm with y UP and z TOWARDS the
 viewer (nose tip at max z, jawOpen moves vertices to -y), x to the subject's left (point 36, the subject's right
 outer eye corner, is at x = -4.46 cm; eyeBlink_L moves vertices at x > 0). So ICT -> head space is
 ``head = ICT_TO_HEAD_ROT @ (ict - origin) / HEAD_UNIT_CM`` with ICT_TO_HEAD_ROT = diag(1, -1, -1) (a proper
