@@ -220,3 +220,20 @@ def test_cli_usage_and_unknown_option(tmp_path):
     assert r.returncode == 2 and "unknown option 'sise'" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run(exe + [str(tmp_path / "none.mp4"), str(tmp_path / "o")], capture_output=True, text=True)
     assert r.returncode == 2 and "none.mp4: no such file" in r.stderr and "Traceback" not in r.stderr
+
+
+@needs_assets
+def test_frames_without_a_face_are_reported_and_marked_invalid(tmp_path, may_frames, caplog):
+    frames = may_frames[:40].copy()
+    frames[15:20] = 30  # 0.2 s of black frames in the middle (a cut, a hand over the face)
+    video = write_video(tmp_path / "gap.mp4", frames, audio_s=1.6)
+    with caplog.at_level(logging.WARNING):
+        res = prepare(video, tmp_path / "o", PrepOptions(**FAST))
+    assert "no face in 5 of 40 frames" in caplog.text and "0.60-0.80s" in caplog.text
+    t = np.load(tmp_path / "o" / "tracks.npz")
+    assert t["valid"].tolist() == [True] * 15 + [False] * 5 + [True] * 20
+    assert np.isfinite(t["pose"]).all() and np.isfinite(t["expr"]).all()  # filled by interpolation
+    assert [list(r) for r in res.summary["track"]["invalid_ranges_s"]] == [[0.6, 0.8]]
+    # too many such frames is a clear error naming the file and the fix
+    with pytest.raises(LipspaceError, match=r"gap\.mp4: no face in 12\.5% of the frames .*max_invalid_fraction"):
+        prepare(video, tmp_path / "o2", PrepOptions(max_invalid_fraction=0.1, **FAST))
