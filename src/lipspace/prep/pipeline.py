@@ -233,8 +233,13 @@ class Preprocessor:
         tr = self.cache.load_arrays("track")
         lmk = self.cache.load_arrays("crop")["landmarks"]
         model = load_face_model(self._face_model_path(), kind=self.opt.face_model_kind)
-        fit = fit_head(lmk[..., :2], tr["valid"], (self.opt.size, self.opt.size), model,
-                       blendshapes=tr["blendshapes"], fps=FPS)
+        with _bar(3, "head", self.opt.progress) as bar:  # focal search, identity, pose + expressions
+            def step(what: str) -> None:
+                bar.set_postfix_str(what)
+                bar.update(1)
+
+            fit = fit_head(lmk[..., :2], tr["valid"], (self.opt.size, self.opt.size), model,
+                           blendshapes=tr["blendshapes"], fps=FPS, progress=step)
         self.cache.save_arrays("head", intrinsics=fit.intrinsics, pose=fit.pose, pose_raw=fit.pose_raw,
                                identity=fit.identity, expr=fit.expr, reproj_px=fit.reproj_px)
         return {**fit.summary(), "expr_names": list(model.expr_names)}
