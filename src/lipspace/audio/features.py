@@ -1,0 +1,174 @@
+"""Audio feature backends: each declares its output width and frame rate, computes [T, dim] features from 16 kHz
+mono audio, and is cached beside the dataset; `frame_windows` (lipspace.audio.align) turns them into per-video-
+frame windows.
+
+Backends here: ``mel`` (log-mel, 80 bands, 100 frames/s) and ``mfcc`` (13 MFCC + deltas + delta-deltas,
+100 frames/s), both librosa with ``center=True`` (feature j is centred at j / rate s). The registry
+``BACKENDS`` is what configs name (``audio.backend=mel``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lipspace.audio.align import frame_windows
+from lipspace.data.schema import FPS, SAMPLE_RATE
+from lipspace.errors import LipspaceError
+
+FEATURE_DIR = "features"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What a backend produces: ``dim`` values per feature frame, ``rate`` frames per second, feature j centred
+    at ``first_time_s + j / rate``."""
+
+    backend: str
+    dim: int
+    rate: float
+    first_time_s: float = 0.0
+    version: int = 1
+    params: tuple = ()  # (name, value) pairs that change the values: part of the cache key
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class AudioBackend:
+    """Base class: subclasses set ``spec`` and implement ``compute``."""
+
+    spec: FeatureSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.backend
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    @property
+    def rate(self) -> float:
+        return self.spec.rate
+
+    def compute(self, audio: np.ndarray) -> np.ndarray:
+        """float32 [T, dim] from float32 mono audio at 16 kHz."""
+        raise NotImplementedError
+
+
+class MelBackend(AudioBackend):
+    """Log-mel spectrogram: 25 ms Hann windows every 10 ms, ``n_mels`` bands 55-7600 Hz, log10(power + 1e-6)."""
+
+    def __init__(self, n_mels: int = 80, hop_s: float = 0.01, win_s: float = 0.025, fmin: float = 55.0,
+                 fmax: float = 7600.0):
+        self.hop = int(round(hop_s * SAMPLE_RATE))
+        self.win = int(round(win_s * SAMPLE_RATE))
+        self.n_fft = 1 << (self.win - 1).bit_length()
+        self.n_mels, self.fmin, self.fmax = n_mels, fmin, fmax
+        self.spec = FeatureSpec("mel", n_mels, SAMPLE_RATE / self.hop,
+                                params=(("n_mels", n_mels), ("hop", self.hop), ("win", self.win), ("fmin", fmin),
+                                        ("fmax", fmax)))
+
+    def power_mel(self, audio: np.ndarray) -> np.ndarray:
+        import librosa
+
+        return librosa.feature.melspectrogram(y=np.asarray(audio, np.float32), sr=SAMPLE_RATE, n_fft=self.n_fft,
+                                              hop_length=self.hop, win_length=self.win, n_mels=self.n_mels,
+                                              fmin=self.fmin, fmax=self.fmax, center=True)
+
+    def compute(self, audio: np.ndarray) -> np.ndarray:
+        return np.log10(self.power_mel(audio) + 1e-6).T.astype(np.float32)
+
+
+class MfccBackend(AudioBackend):
+    """``n_mfcc`` MFCCs of the 40-band log-mel spectrogram (dB) plus their deltas and delta-deltas."""
+
+    def __init__(self, n_mfcc: int = 13, deltas: bool = True):
+        self.mel = MelBackend(n_mels=40)
+        self.n_mfcc, self.deltas = n_mfcc, deltas
+        dim = n_mfcc * (3 if deltas else 1)
+        self.spec = FeatureSpec("mfcc", dim, self.mel.rate, params=(("n_mfcc", n_mfcc), ("deltas", deltas),
+                                                                    ("mel", self.mel.spec.params)))
+
+    def compute(self, audio: np.ndarray) -> np.ndarray:
+        import librosa
+
+        mfcc = librosa.feature.mfcc(S=librosa.power_to_db(self.mel.power_mel(audio)), n_mfcc=self.n_mfcc)
+        parts = [mfcc]
+        if self.deltas:
+            width = min(9, mfcc.shape[1] - (1 - mfcc.shape[1] % 2))  # librosa needs an odd width <= frames
+            if width >= 3:
+                parts += [librosa.feature.delta(mfcc, width=width), librosa.feature.delta(mfcc, order=2, width=width)]
+            else:  # a clip of one or two feature frames has no usable derivative
+                parts += [np.zeros_like(mfcc), np.zeros_like(mfcc)]
+        return np.concatenate(parts, 0).T.astype(np.float32)
+
+
+BACKENDS = {"mel": MelBackend, "mfcc": MfccBackend}
+
+
+def get_backend(name: str, **kwargs) -> AudioBackend:
+    try:
+        cls = BACKENDS[name]
+    except KeyError:
+        raise LipspaceError(f"audio backend '{name}' is unknown; choose one of {sorted(BACKENDS)}") from None
+    return cls(**kwargs)
+
+
+def read_audio(path: str | Path) -> np.ndarray:
+    """float32 mono audio of a dataset's audio.wav or any wav, checked to be 16 kHz."""
+    import soundfile as sf
+
+    path = Path(path)
+    try:
+        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, OSError) as e:  # soundfile's LibsndfileError is a RuntimeError
+        raise LipspaceError(f"{path}: cannot read as audio ({' '.join(str(e).split())[:160]}); pass a wav file "
+                            f"(convert with `ffmpeg -i in -ac 1 -ar 16000 out.wav`)") from None
+    if sr != SAMPLE_RATE:
+        raise LipspaceError(f"{path}: sample rate {sr} Hz, lipspace audio is {SAMPLE_RATE} Hz mono; convert with "
+                            f"`ffmpeg -i {path.name} -ac 1 -ar 16000 out.wav`")
+    return audio.mean(axis=1)
+
+
+def dataset_features(root: str | Path, backend: AudioBackend) -> np.ndarray:
+    """Features of ``<root>/audio.wav``, cached as ``<root>/features/<backend>-<key>.npy`` (recomputed when the
+    audio file changes: its size and mtime are part of the cache name)."""
+    root = Path(root)
+    wav = root / "audio.wav"
+    st = wav.stat() if wav.is_file() else None
+    if st is None:
+        raise LipspaceError(f"{wav}: missing; a lipspace dataset has its speech in audio.wav (regenerate it)")
+    tag = hashlib.sha256(f"{backend.spec.key()}-{st.st_size}-{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    path = root / FEATURE_DIR / f"{backend.name}-{tag}.npy"
+    if path.is_file():
+        return np.load(path)
+    feats = backend.compute(read_audio(wav))
+    try:
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
+        np.save(tmp, feats)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only dataset: features are simply recomputed next time
+    return feats
+
+
+def audio_windows(features: np.ndarray, spec: FeatureSpec, n_frames: int, window: int, fps: float = FPS,
+                  pad: str = "zero") -> np.ndarray:
+    """float32 [n_frames, window, dim]: the window of feature frames centred on each video frame."""
+    return frame_windows(features, n_frames, window, spec.rate, fps, spec.first_time_s, pad=pad).astype(np.float32)
+
+
+def check_feature_dim(backend: AudioBackend, expected: int, who: str) -> None:
+    """One clear line at start-up when a conditioner's configured audio width differs from the backend's."""
+    if backend.dim != expected:
+        raise LipspaceError(f"{who} expects audio features of width {expected}, but backend '{backend.name}' gives "
+                            f"{backend.dim} per frame; set the conditioner's audio_dim to {backend.dim} or pick a "
+                            f"backend of width {expected}")
