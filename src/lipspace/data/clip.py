@@ -26,6 +26,9 @@ class Clip:
     # stage of AD-NeRF / ER-NeRF: the head NeRF is composited over them and does not model them
     gt_background_classes: tuple[int, ...] = ()
     bounds_key: str = "bounds"  # which meta sphere near/far come from: "bounds" or "head_bounds"
+    # audio windows computed from audio.wav for conditioners that listen (name -> (AudioInput, declared dim));
+    # siblings (held-out utterances, driving clips) get the same ones from their own audio
+    audio_inputs: dict = field(default_factory=dict)
     pose: torch.Tensor = field(init=False)  # [N,4,4] head -> camera
     intrinsics: torch.Tensor = field(init=False)  # [4] fx, fy, cx, cy
 
@@ -67,8 +70,20 @@ class Clip:
         return torch.where(m[..., None], self.frames[idx].float() / 255.0, bg)
 
     def load_sibling(self, root) -> "Clip":
-        """Load another dataset directory (a held-out utterance, a driving clip) with this clip's settings."""
-        return load_clip(root, gt_background_classes=self.gt_background_classes, bounds_key=self.bounds_key)
+        """Load another dataset directory (a held-out utterance, a driving clip) with this clip's settings,
+        including its audio inputs computed from the sibling's own audio."""
+        sib = load_clip(root, gt_background_classes=self.gt_background_classes, bounds_key=self.bounds_key)
+        for name, (spec, dim) in self.audio_inputs.items():
+            sib.attach_audio(name, spec, dim)
+        return sib
+
+    def attach_audio(self, name: str, spec, declared_dim: int | None = None, who: str = "conditioner") -> None:
+        """Add the audio windows ``name`` ([N, W, D] or [N, C, W, D]) computed from this clip's audio.wav."""
+        from lipspace.audio.inputs import AudioInput, audio_track
+
+        spec = AudioInput.of(spec)
+        self.tracks[name] = audio_track(self.root, self.n_frames, spec, declared_dim, who)
+        self.audio_inputs[name] = (spec, declared_dim)
 
     def track(self, name: str, idx=None) -> torch.Tensor:
         arr = torch.as_tensor(self.tracks[name], dtype=torch.float32)

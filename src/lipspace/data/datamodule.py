@@ -73,12 +73,19 @@ class TalkingHeadDataModule(L.LightningDataModule):
                 raise LipspaceError(f"{clip.root / 'tracks.npz'}: conditioner '{who}' needs input '{name}' "
                                     f"(dim {dim}) but the dataset has only {sorted(clip.tracks)}. "
                                     "Use a conditioner whose inputs this dataset provides, or re-run preprocessing.")
-            have = clip.tracks[name].shape[1] if clip.tracks[name].ndim > 1 else 1
+            have = clip.tracks[name].shape[-1] if clip.tracks[name].ndim > 1 else 1
             if have != dim:
                 raise LipspaceError(f"{clip.root / 'tracks.npz'}: conditioner '{who}' declares input '{name}' of "
                                     f"dim {dim} but the dataset's '{name}' has dim {have}. "
                                     f"Set conditioner.inputs.{name}={have} (or use a matching dataset).")
         self.inputs = dict(inputs)
+
+    def attach_audio(self, audio_inputs: dict, inputs: dict[str, int], who: str) -> None:
+        """Compute the audio windows a conditioner listens to (``audio_inputs``: name -> AudioInput spec) from
+        the dataset's audio, checking each backend's width against the declared ``inputs[name]``."""
+        clip = self.load().clip
+        for name, spec in (audio_inputs or {}).items():
+            clip.attach_audio(name, spec, inputs.get(name), who=f"conditioner '{who}'")
 
     def setup(self, stage: str | None = None):
         self.load()

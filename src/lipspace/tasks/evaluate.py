@@ -48,6 +48,14 @@ def load_run(run_dir, ckpt: str = "last"):
     return cfg, dm, system, info
 
 
+def driver_label(conditioner) -> str:
+    """How a held-out utterance drives the model: ``audio`` when every input is computed from its audio (a real
+    audio-driven result), ``oracle_inputs`` when some come from the utterance's ground-truth tracks (e.g. its
+    tracked expressions: an upper bound, not audio -> condition)."""
+    audio = set(getattr(conditioner, "audio_inputs", {}) or {})
+    return "audio" if set(conditioner.inputs) <= audio else "oracle_inputs"
+
+
 def mean_frame(clip: Clip, idx: np.ndarray) -> torch.Tensor:
     return clip.frames[torch.as_tensor(idx)].float().mean(0) / 255.0
 
@@ -105,8 +113,7 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
         row = _score(system, held, range(held.n_frames), inputs, None, baseline,
                      video_path=out_dir / f"heldout_{name}.mp4" if videos else None,
                      strip_path=out_dir / f"heldout_{name}_strip.png" if videos else None, downscale=downscale)
-        # the driving condition comes from the utterance's ground-truth track: an oracle, not audio->condition
-        results.append({"eval_set": f"heldout/{name}", "driver": "oracle_inputs", **row})
+        results.append({"eval_set": f"heldout/{name}", "driver": driver_label(system.conditioner), **row})
     if not results:
         raise LipspaceError(f"{clip.root}: nothing to evaluate (no held-out tail: data.test_fraction=0, and no "
                             "held-out utterances). Set data.test_fraction > 0.")
