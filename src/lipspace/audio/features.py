@@ -111,6 +111,11 @@ class MfccBackend(AudioBackend):
 
 
 BACKENDS = {"mel": MelBackend, "mfcc": MfccBackend}
+# "phones" (lipspace.audio.phones.PhoneBackend) and "deepspeech" (lipspace.audio.deepspeech.DeepSpeechBackend)
+# subclass AudioBackend above and add themselves to BACKENDS when imported; importing them here completes the
+# registry whichever module is imported first (a `from ... import` here would fail when they are imported first).
+import lipspace.audio.deepspeech  # noqa: E402,F401
+import lipspace.audio.phones  # noqa: E402,F401
 
 
 def get_backend(name: str, **kwargs) -> AudioBackend:

@@ -56,6 +56,14 @@ def driver_label(conditioner) -> str:
     return "audio" if set(conditioner.inputs) <= audio else "oracle_inputs"
 
 
+def expression_error(conditioner, inputs: dict) -> float:
+    """Mean squared error between the expressions predicted from the audio (after the conditioner's smoothing)
+    and the utterance's tracked expressions."""
+    with torch.no_grad():
+        pred = conditioner.prepare_sequence(inputs)["expr"]
+    return float(((pred - inputs["expr"]) ** 2).mean())
+
+
 def mean_frame(clip: Clip, idx: np.ndarray) -> torch.Tensor:
     return clip.frames[torch.as_tensor(idx)].float().mean(0) / 255.0
 
@@ -114,6 +122,15 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
                      video_path=out_dir / f"heldout_{name}.mp4" if videos else None,
                      strip_path=out_dir / f"heldout_{name}_strip.png" if videos else None, downscale=downscale)
         results.append({"eval_set": f"heldout/{name}", "driver": driver_label(system.conditioner), **row})
+        if hasattr(system.conditioner, "driving_by_audio") and system.conditioner.audio_map is not None:
+            # the same utterance driven by its audio alone: audio -> expression regressor + smoothing
+            with system.conditioner.driving_by_audio():
+                row = _score(system, held, range(held.n_frames), inputs, None, baseline,
+                             video_path=out_dir / f"heldout_{name}_audio.mp4" if videos else None,
+                             strip_path=out_dir / f"heldout_{name}_audio_strip.png" if videos else None,
+                             downscale=downscale)
+                row["expr_mse"] = expression_error(system.conditioner, inputs)
+            results.append({"eval_set": f"heldout/{name}", "driver": "audio", **row})
     if not results:
         raise LipspaceError(f"{clip.root}: nothing to evaluate (no held-out tail: data.test_fraction=0, and no "
                             "held-out utterances). Set data.test_fraction > 0.")
