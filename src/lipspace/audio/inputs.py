@@ -60,3 +60,29 @@ def audio_track(root: str | Path, n_frames: int, spec: AudioInput, declared_dim:
     if spec.context == 1:
         return win
     return win[context_indices(n_frames, spec.context)]
+
+
+def wav_track(wav: str | Path, n_frames: int, spec: AudioInput, declared_dim: int | None = None,
+              who: str = "conditioner") -> np.ndarray:
+    """Like audio_track, for any 16 kHz wav file (a new driving audio; not cached)."""
+    from lipspace.audio.features import read_audio
+
+    spec = AudioInput.of(spec)
+    backend = get_backend(spec.backend, **spec.backend_kwargs)
+    if declared_dim is not None:
+        check_feature_dim(backend, declared_dim, who)
+    feats = backend.compute(read_audio(wav))
+    win = audio_windows(feats, backend.spec, n_frames, spec.window, pad=spec.pad)
+    return win if spec.context == 1 else win[context_indices(n_frames, spec.context)]
+
+
+def wav_frames(wav: str | Path, fps: float = 25.0) -> int:
+    """Number of video frames a driving wav covers at ``fps``."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(wav))
+    except (RuntimeError, OSError) as e:
+        raise LipspaceError(f"{wav}: cannot read as audio ({' '.join(str(e).split())[:160]}); pass a 16 kHz wav "
+                            f"(`ffmpeg -i in -ac 1 -ar 16000 out.wav`)") from None
+    return int(info.frames / info.samplerate * fps)

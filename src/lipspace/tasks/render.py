@@ -1,5 +1,5 @@
-"""The render task: drive a trained model by a sequence (the held-out tail, a held-out utterance or another
-dataset directory with the needed tracks) and write a 25 fps mp4 with the driving audio."""
+"""The render task: drive a trained model by a sequence (the held-out tail, a held-out utterance, another
+dataset directory with the needed tracks, or a new audio file) and write a 25 fps mp4 with the driving audio."""
 
 from __future__ import annotations
 
@@ -14,6 +14,55 @@ from lipspace.inference import render_sequence
 from lipspace.tasks.evaluate import load_run
 
 
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+def pose_playback(indices: np.ndarray, n: int) -> np.ndarray:
+    """n frame indices playing ``indices`` forwards then backwards (no jump at the turn), as many times as needed."""
+    if len(indices) == 1:
+        return np.repeat(indices, n)
+    cycle = np.concatenate([indices, indices[-2:0:-1]])
+    return cycle[np.arange(n) % len(cycle)]
+
+
+def render_from_audio(system, dm, wav: Path, out_path) -> Path:
+    """Drive by a new audio file: audio inputs computed from the wav; head poses and background played back from
+    the training clip's held-out tail (the whole clip when it has no tail); other inputs must be predictable from
+    the audio (e.g. LipNeRF's audio -> expression regressor), otherwise this is a clear error."""
+    import contextlib
+
+    import torch
+
+    from lipspace.audio.inputs import wav_frames, wav_track
+
+    if not wav.is_file():
+        raise LipspaceError(f"{wav}: no such audio file; pass driver=<path to a 16 kHz wav>")
+    cond = system.conditioner
+    audio_inputs = getattr(cond, "audio_inputs", {}) or {}
+    others = [k for k in cond.inputs if k not in audio_inputs]
+    drive = contextlib.nullcontext()
+    if not audio_inputs or (others and not hasattr(cond, "driving_by_audio")):
+        raise LipspaceError(f"conditioner '{cond.name}' cannot be driven by audio alone (its inputs {others} come "
+                            f"from face tracks); use an audio conditioner or drive it with a dataset directory")
+    if others:
+        drive = cond.driving_by_audio()
+    n = wav_frames(wav)
+    if n < 1:
+        raise LipspaceError(f"{wav}: shorter than one video frame (40 ms)")
+    pool = dm.split.test if len(dm.split.test) else np.arange(dm.clip.n_frames)
+    indices = pose_playback(np.asarray(pool), n)
+    inputs = {}
+    for name, spec in audio_inputs.items():
+        inputs[name] = torch.as_tensor(wav_track(wav, n, spec, cond.inputs.get(name), f"conditioner '{cond.name}'"))
+    for name in others:  # placeholders the conditioner replaces from the audio (driving_by_audio)
+        inputs[name] = torch.zeros(n, cond.inputs[name])
+    frames = []
+    with drive:
+        for _, pred, _ in render_sequence(cond, system.renderer, dm.clip, inputs, None, indices=indices):
+            frames.append(to_uint8(pred))
+    return write_video(np.stack(frames), Path(out_path), audio_path=wav)
+
+
 def render(run_dir, driver: str = "heldout/utt_00", out: str | None = None, ckpt: str = "last",
            side_by_side: bool = False) -> Path:
     """``driver``: ``test_tail``, ``heldout/<name>`` (inside the training dataset) or a dataset directory path.
@@ -21,6 +70,8 @@ def render(run_dir, driver: str = "heldout/utt_00", out: str | None = None, ckpt
     run_dir = Path(run_dir)
     cfg, dm, system, _ = load_run(run_dir, ckpt)
     clip = dm.clip
+    if Path(driver).suffix.lower() in AUDIO_SUFFIXES:
+        return render_from_audio(system, dm, Path(driver), out or run_dir / "render" / f"{Path(driver).stem}.mp4")
     offset = 0.0
     if driver == "test_tail":
         seq, indices, fidx = clip, dm.split.test, dm.split.test
