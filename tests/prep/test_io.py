@@ -232,3 +232,17 @@ def test_real_clips_probe_and_decode():
     macron = ASSETS / "video" / "macron_fr_30fps_50s.mp4"
     audio = extract_audio_16k(macron, n_frames=50)
     assert audio.shape == (32000,) and audio.dtype == np.float32
+
+
+def test_audio_is_aligned_to_a_late_starting_video_stream(tmp_path):
+    """A video stream starting at 0.2 s (as macron's starts at 0.08 s): decode reports it and the audio is
+    moved so that sample 0 is the instant of video frame 0."""
+    pts = [200 + 40 * i for i in range(40)]  # ms
+    p = write_mp4(tmp_path / "late.mp4", 40, pts=pts, tb=Fraction(1, 1000), audio_s=2.0)
+    frames, info = decode_video_25fps(p)
+    assert abs(info.start_s - 0.2) < 1e-6 and len(frames) == 40
+    raw = extract_audio_16k(p)
+    aligned = extract_audio_16k(p, video_start_s=info.start_s)
+    np.testing.assert_array_equal(aligned, raw[3200:])
+    early = extract_audio_16k(p, video_start_s=-0.1)  # audio starting after the video: silence first
+    assert np.all(early[:1600] == 0) and np.array_equal(early[1600:], raw)

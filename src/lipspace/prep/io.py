@@ -40,6 +40,7 @@ class VideoInfo:
     variable_frame_rate: bool
     pix_fmt: str | None
     scale: float = 1.0  # output side / source side applied by max_side (1.0 = untouched)
+    start_s: float = 0.0  # presentation time of the first video frame (output frame 0); audio is aligned to it
 
 
 def _check_file(path: str | Path) -> Path:
@@ -200,12 +201,19 @@ def decode_video_25fps(
 
     frames = np.stack(out)
     info = replace(info, n_frames=len(times), duration_s=duration, variable_frame_rate=vfr, scale=scale,
+                   start_s=float(t0) if t0 is not None else 0.0,
                    fps=(len(times) - 1) / float(times[-1]) if len(times) > 1 and times[-1] > 0 else info.fps)
     return frames, info
 
 
-def extract_audio_16k(path: str | Path, n_frames: int | None = None, fps: int = FPS) -> np.ndarray:
-    """float32 mono [-1, 1] at 16 kHz; with n_frames, trimmed or zero-padded to exactly n_frames / fps seconds."""
+def extract_audio_16k(path: str | Path, n_frames: int | None = None, fps: int = FPS,
+                      video_start_s: float | None = None) -> np.ndarray:
+    """float32 mono [-1, 1] at 16 kHz; with n_frames, trimmed or zero-padded to exactly n_frames / fps seconds.
+
+    ``video_start_s`` (VideoInfo.start_s from decode_video_25fps): the presentation time of video frame 0. Audio
+    sample 0 is moved to that instant (samples before it dropped, silence added when the audio starts later), so
+    a container whose streams start at different times (an edit list, a video stream starting at 0.08 s) stays in
+    sync."""
     p = _check_file(path)
     container = _open(p)
     error: str | None = None
@@ -218,8 +226,12 @@ def extract_audio_16k(path: str | Path, n_frames: int | None = None, fps: int = 
         stream = container.streams.audio[0]
         # Resample in FFmpeg (swresample): any rate / layout / sample format -> packed float mono 16 kHz.
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        audio_start: float | None = None
         try:
             for frame in container.decode(stream):
+                if audio_start is None:
+                    audio_start = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base \
+                        else 0.0
                 frame.pts = None  # resampler must not fail on gaps/jumps in timestamps of broken files
                 for r in resampler.resample(frame):
                     chunks.append(r.to_ndarray().reshape(-1))
@@ -237,6 +249,13 @@ def extract_audio_16k(path: str | Path, n_frames: int | None = None, fps: int = 
         log.warning("%s: audio is truncated or corrupted (%s); using the %.2f s that decoded",
                     p, error, audio.size / SAMPLE_RATE)
     np.clip(audio, -1.0, 1.0, out=audio)
+
+    if video_start_s is not None and audio_start is not None:
+        shift = int(round((video_start_s - audio_start) * SAMPLE_RATE))
+        if abs(shift) >= SAMPLE_RATE // 1000:  # under a millisecond: nothing to do
+            log.info("%s: audio starts %.3f s %s the video; aligning it to video frame 0", p,
+                     abs(shift) / SAMPLE_RATE, "before" if shift > 0 else "after")
+            audio = audio[shift:] if shift > 0 else np.concatenate([np.zeros(-shift, np.float32), audio])
 
     if n_frames is not None:
         target = round(n_frames * SAMPLE_RATE / fps)

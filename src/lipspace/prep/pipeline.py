@@ -32,7 +32,7 @@ from lipspace.prep.cache import CACHE_DIR, StageCache, stage_key
 log = logging.getLogger(__name__)
 
 # Bump a stage's version when its code changes what it writes: that stage and everything after it is redone.
-STAGE_VERSIONS = {"decode": 1, "track": 1, "crop": 1, "head": 1, "parsing": 1, "background": 1, "finalize": 1}
+STAGE_VERSIONS = {"decode": 2, "track": 1, "crop": 1, "head": 1, "parsing": 1, "background": 1, "finalize": 1}
 STAGES = tuple(STAGE_VERSIONS)
 BACKGROUND_FRAMES = 150
 
@@ -45,6 +45,7 @@ class PrepOptions:
     max_side: int = 1280  # decode bound: a 4K source is downscaled right after decoding
     max_seconds: float | None = None  # use only the first seconds of the clip
     max_invalid_fraction: float = 0.2  # more frames without a face than this is an error
+    audio_offset_s: float = 0.0  # the source's audio is this late (s; negative: early): corrected while decoding
     face_scale: float = 2.2  # crop side / face size
     face_model: str | None = None  # ICT-FaceKit npz (default: the known asset ict_face_light.npz)
     face_model_kind: str = "ict"  # "ict" or "bfm" (Deep3DFaceRecon BFM_model_front.mat, user-supplied)
@@ -154,7 +155,8 @@ class Preprocessor:
     def _params(self, name: str) -> dict:
         o = self.opt
         if name == "decode":
-            return {"video_sha256": file_sha256(self.video), "max_side": o.max_side, "max_seconds": o.max_seconds}
+            return {"video_sha256": file_sha256(self.video), "max_side": o.max_side, "max_seconds": o.max_seconds,
+                    "audio_offset_s": o.audio_offset_s}
         if name == "track":
             return {"model": file_sha256(self._model_path("face_landmarker.task", None)),
                     "max_invalid_fraction": o.max_invalid_fraction}
@@ -187,12 +189,19 @@ class Preprocessor:
         info = probe_video(self.video)
         if not info.has_audio:  # fail before spending time on the video
             extract_audio_16k(self.video)  # raises the clear no-audio error
-        frames = self._source_frames()
-        audio = extract_audio_16k(self.video, n_frames=len(frames), fps=FPS)
+        from lipspace.prep.io import decode_video_25fps
+
+        frames, vinfo = decode_video_25fps(self.video, FPS, max_side=self.opt.max_side,
+                                           max_seconds=self.opt.max_seconds)
+        self._src_frames = frames
+        # audio_offset_s > 0 (audio late): audio sample 0 is taken from that much after video frame 0
+        audio = extract_audio_16k(self.video, n_frames=len(frames), fps=FPS,
+                                  video_start_s=vinfo.start_s + self.opt.audio_offset_s)
         sf.write(str(self.out / "audio.wav"), audio, SAMPLE_RATE, subtype="PCM_16")
         if info.fps and abs(info.fps - FPS) > 0.01:
             log.info("%s: %.3f fps source resampled to %d fps by presentation time", self.video, info.fps, FPS)
-        return {"n_frames": len(frames), "source": asdict(info), "source_hw": list(frames.shape[1:3])}
+        return {"n_frames": len(frames), "source": asdict(info), "source_hw": list(frames.shape[1:3]),
+                "video_start_s": vinfo.start_s}
 
     def stage_track(self) -> dict:
         from lipspace.prep.face import invalid_ranges, track_faces
@@ -305,6 +314,7 @@ class Preprocessor:
             log.warning("%s: expressions come from a %s model (%d names), not ICT-FaceKit; conditioners that expect "
                         "the 53 ICT expressions will refuse this dataset", self.out, self.opt.face_model_kind,
                         len(expr_names))
+        av_offset = self._check_av_offset(tracks["lip_features"][:, 0], tr["valid"])
         tmp = self.out / ".tracks.tmp.npz"
         np.savez(tmp, **tracks)
         tmp.replace(self.out / "tracks.npz")
@@ -337,7 +347,21 @@ class Preprocessor:
             shutil.rmtree(self.out / "debug", ignore_errors=True)
             paths = write_overlays(self.out / "debug", idx, self._crop_frames(), parsing, lmk, lmk68, head["pose"],
                                    head["intrinsics"], texts)
-        return {"overlays": [str(p) for p in paths], "bounds": bounds, "head_bounds": head_bounds}
+        return {"overlays": [str(p) for p in paths], "bounds": bounds, "head_bounds": head_bounds,
+                "av_offset": av_offset}
+
+    def _check_av_offset(self, lip_opening: np.ndarray, valid: np.ndarray) -> dict:
+        from lipspace.audio.features import read_audio
+        from lipspace.prep.avsync import WARN_OFFSET_S, estimate_av_offset
+
+        est = estimate_av_offset(lip_opening, read_audio(self.out / "audio.wav"), valid)
+        if abs(est["offset_s"]) > WARN_OFFSET_S and (est["correlation"] or 0) > 0.1:
+            fix = round(self.opt.audio_offset_s + est["offset_s"], 2)
+            log.warning("%s: the audio looks %.2f s %s relative to the lips (lip-opening / speech-energy correlation "
+                        "%.2f at that lag, %.2f at 0); if the source is out of sync, re-run with audio_offset_s=%g",
+                        self.video, abs(est["offset_s"]), "late" if est["offset_s"] > 0 else "early",
+                        est["correlation"], est["zero_lag"], fix)
+        return est
 
     # ----------------------------------------------------------------------------------------------- runner
     def run(self) -> PrepResult:
