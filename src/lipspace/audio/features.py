@@ -3,7 +3,9 @@ mono audio, and is cached beside the dataset; `frame_windows` (lipspace.audio.al
 frame windows.
 
 Backends here: ``mel`` (log-mel, 80 bands, 100 frames/s) and ``mfcc`` (13 MFCC + deltas + delta-deltas,
-100 frames/s), both librosa with ``center=True`` (feature j is centred at j / rate s). The registry
+100 frames/s), both librosa with ``center=True`` (feature j is centred at j / rate s). In their own modules:
+``phones`` (lipspace.audio.phones: pocketsphinx all-phone decoding, 41 one-hot classes, 100 frames/s) and
+``deepspeech`` (lipspace.audio.deepspeech: AD-NeRF's DeepSpeech v0.1 graph, 29 logits, 50 frames/s). The registry
 ``BACKENDS`` is what configs name (``audio.backend=mel``).
 """
 
