@@ -46,20 +46,26 @@ def context_indices(n_frames: int, context: int) -> np.ndarray:
     return np.clip(idx, 0, n_frames - 1)
 
 
-def audio_track(root: str | Path, n_frames: int, spec: AudioInput, declared_dim: int | None = None,
-                who: str = "conditioner") -> np.ndarray:
-    """float32 [N, W, D] (context 1) or [N, C, W, D] audio windows for the dataset at ``root``."""
-    spec = AudioInput.of(spec)
+def _checked_backend(spec: AudioInput, declared_dim: int | None, who: str):
     backend = get_backend(spec.backend, **spec.backend_kwargs)
     if declared_dim is not None:
         check_feature_dim(backend, declared_dim, who)
     if spec.window < 1 or spec.context < 1:
         raise LipspaceError(f"{who}: audio window={spec.window} and context={spec.context} must both be >= 1")
-    feats = dataset_features(root, backend)
+    return backend
+
+
+def _frame_windows(feats: np.ndarray, backend, spec: AudioInput, n_frames: int) -> np.ndarray:
     win = audio_windows(feats, backend.spec, n_frames, spec.window, pad=spec.pad)
-    if spec.context == 1:
-        return win
-    return win[context_indices(n_frames, spec.context)]
+    return win if spec.context == 1 else win[context_indices(n_frames, spec.context)]
+
+
+def audio_track(root: str | Path, n_frames: int, spec: AudioInput, declared_dim: int | None = None,
+                who: str = "conditioner") -> np.ndarray:
+    """float32 [N, W, D] (context 1) or [N, C, W, D] audio windows for the dataset at ``root``."""
+    spec = AudioInput.of(spec)
+    backend = _checked_backend(spec, declared_dim, who)
+    return _frame_windows(dataset_features(root, backend), backend, spec, n_frames)
 
 
 def wav_track(wav: str | Path, n_frames: int, spec: AudioInput, declared_dim: int | None = None,
@@ -68,12 +74,8 @@ def wav_track(wav: str | Path, n_frames: int, spec: AudioInput, declared_dim: in
     from lipspace.audio.features import read_audio
 
     spec = AudioInput.of(spec)
-    backend = get_backend(spec.backend, **spec.backend_kwargs)
-    if declared_dim is not None:
-        check_feature_dim(backend, declared_dim, who)
-    feats = backend.compute(read_audio(wav))
-    win = audio_windows(feats, backend.spec, n_frames, spec.window, pad=spec.pad)
-    return win if spec.context == 1 else win[context_indices(n_frames, spec.context)]
+    backend = _checked_backend(spec, declared_dim, who)
+    return _frame_windows(backend.compute(read_audio(wav)), backend, spec, n_frames)
 
 
 def wav_frames(wav: str | Path, fps: float = 25.0) -> int:
