@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -21,6 +23,8 @@ class Conditioner(nn.Module):
     def __init__(self, inputs: dict[str, int], out_dim: int | None = None):
         super().__init__()
         self.inputs = {str(k): int(v) for k, v in dict(inputs).items()}
+        # inputs computed from a dataset's audio (name -> lipspace.audio.inputs.AudioInput); set by subclasses
+        self.audio_inputs: dict = {}
         self._out_dim = out_dim
         self.proj: nn.Module = nn.Identity()
 
@@ -58,6 +62,24 @@ class Conditioner(nn.Module):
     def regularizer(self, frame_idx: torch.Tensor | None) -> torch.Tensor:
         """Loss term added to the photometric loss (e.g. latent-code L2); zero by default."""
         return torch.zeros((), device=next(iter(self.parameters()), torch.zeros(())).device)
+
+    def audio_only(self) -> bool:
+        """Every input comes from the audio: a held-out utterance driven by it is a real audio-driven result."""
+        return bool(self.audio_inputs) and set(self.inputs) <= set(self.audio_inputs)
+
+    def can_drive_by_audio(self) -> bool:
+        """Whether a new audio track alone can drive this conditioner (inside ``driving_by_audio()``)."""
+        return self.audio_only()
+
+    @contextmanager
+    def driving_by_audio(self):
+        """Within this block, inputs that do not come from the audio are predicted from it (subclasses that can,
+        override); audio-only conditioners need nothing."""
+        if not self.can_drive_by_audio():
+            raise LipspaceError(f"conditioner '{self.name}' cannot be driven by audio alone (its inputs "
+                                f"{sorted(set(self.inputs) - set(self.audio_inputs))} come from face tracks); use an "
+                                f"audio conditioner or drive it with a dataset directory")
+        yield self
 
     def prepare_sequence(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Inference-time processing of a whole driving sequence ([T, dim] per input), e.g. temporal smoothing."""

@@ -75,12 +75,15 @@ class ExpressionConditioner(Conditioner):
             return self.latents(frame_idx)  # reconstruction of a training frame
         return self.mean_latent().expand(n, -1)
 
+    def can_drive_by_audio(self) -> bool:
+        return self.audio_map is not None
+
     @contextmanager
     def driving_by_audio(self):
         """Within this block, prepare_sequence predicts the expressions from the sequence's audio."""
         if self.audio_map is None:
-            raise LipspaceError("conditioner 'expression' has no audio -> expression regressor; set "
-                                "conditioner.audio (e.g. experiment=lipnerf sets it)")
+            raise LipspaceError("conditioner 'expression' cannot be driven by audio alone: it has no audio -> "
+                                "expression regressor; set conditioner.audio (e.g. experiment=lipnerf sets it)")
         self._drive_by_audio = True
         try:
             yield self

@@ -52,8 +52,7 @@ def driver_label(conditioner) -> str:
     """How a held-out utterance drives the model: ``audio`` when every input is computed from its audio (a real
     audio-driven result), ``oracle_inputs`` when some come from the utterance's ground-truth tracks (e.g. its
     tracked expressions: an upper bound, not audio -> condition)."""
-    audio = set(getattr(conditioner, "audio_inputs", {}) or {})
-    return "audio" if set(conditioner.inputs) <= audio else "oracle_inputs"
+    return "audio" if conditioner.audio_only() else "oracle_inputs"
 
 
 def expression_error(conditioner, inputs: dict) -> float:
@@ -122,7 +121,7 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
                      video_path=out_dir / f"heldout_{name}.mp4" if videos else None,
                      strip_path=out_dir / f"heldout_{name}_strip.png" if videos else None, downscale=downscale)
         results.append({"eval_set": f"heldout/{name}", "driver": driver_label(system.conditioner), **row})
-        if hasattr(system.conditioner, "driving_by_audio") and system.conditioner.audio_map is not None:
+        if not system.conditioner.audio_only() and system.conditioner.can_drive_by_audio():
             # the same utterance driven by its audio alone: audio -> expression regressor + smoothing
             with system.conditioner.driving_by_audio():
                 row = _score(system, held, range(held.n_frames), inputs, None, baseline,

@@ -29,8 +29,6 @@ def render_from_audio(system, dm, wav: Path, out_path) -> Path:
     """Drive by a new audio file: audio inputs computed from the wav; head poses and background played back from
     the training clip's held-out tail (the whole clip when it has no tail); other inputs must be predictable from
     the audio (e.g. LipNeRF's audio -> expression regressor), otherwise this is a clear error."""
-    import contextlib
-
     import torch
 
     from lipspace.audio.inputs import wav_frames, wav_track
@@ -38,26 +36,17 @@ def render_from_audio(system, dm, wav: Path, out_path) -> Path:
     if not wav.is_file():
         raise LipspaceError(f"{wav}: no such audio file; pass driver=<path to a 16 kHz wav>")
     cond = system.conditioner
-    audio_inputs = getattr(cond, "audio_inputs", {}) or {}
-    others = [k for k in cond.inputs if k not in audio_inputs]
-    drive = contextlib.nullcontext()
-    if not audio_inputs or (others and not hasattr(cond, "driving_by_audio")):
-        raise LipspaceError(f"conditioner '{cond.name}' cannot be driven by audio alone (its inputs {others} come "
-                            f"from face tracks); use an audio conditioner or drive it with a dataset directory")
-    if others:
-        drive = cond.driving_by_audio()
     n = wav_frames(wav)
     if n < 1:
         raise LipspaceError(f"{wav}: shorter than one video frame (40 ms)")
     pool = dm.split.test if len(dm.split.test) else np.arange(dm.clip.n_frames)
     indices = pose_playback(np.asarray(pool), n)
-    inputs = {}
-    for name, spec in audio_inputs.items():
-        inputs[name] = torch.as_tensor(wav_track(wav, n, spec, cond.inputs.get(name), f"conditioner '{cond.name}'"))
-    for name in others:  # placeholders the conditioner replaces from the audio (driving_by_audio)
-        inputs[name] = torch.zeros(n, cond.inputs[name])
     frames = []
-    with drive:
+    with cond.driving_by_audio():  # one clear error when this conditioner cannot be driven by audio alone
+        inputs = {name: torch.as_tensor(wav_track(wav, n, spec, cond.inputs.get(name), f"conditioner '{cond.name}'"))
+                  for name, spec in cond.audio_inputs.items()}
+        for name in cond.inputs:  # placeholders the conditioner predicts from the audio (driving_by_audio)
+            inputs.setdefault(name, torch.zeros(n, cond.inputs[name]))
         for _, pred, _ in render_sequence(cond, system.renderer, dm.clip, inputs, None, indices=indices):
             frames.append(to_uint8(pred))
     return write_video(np.stack(frames), Path(out_path), audio_path=wav)

@@ -27,7 +27,7 @@ def build_conditioner(cfg: DictConfig, n_frames: int):
 def build_system(cfg: DictConfig, datamodule, output_dir: Path | None = None):
     """Instantiate conditioner (checked against the dataset), renderer and system; used by train and eval."""
     conditioner = build_conditioner(cfg, datamodule.n_frames)
-    datamodule.attach_audio(getattr(conditioner, "audio_inputs", {}), conditioner.inputs, conditioner.name)
+    datamodule.attach_audio(conditioner.audio_inputs, conditioner.inputs, conditioner.name)
     datamodule.check_inputs(conditioner.inputs, conditioner.name)
     renderer = instantiate(cfg.renderer)
     val_dir = str(output_dir / "val") if output_dir is not None else None
