@@ -52,3 +52,6 @@ def test_crop_frames_and_intrinsics_agree():
     # the principal point was set at that pixel's centre: it must land on the bright spot after cropping
     y, x = np.unravel_index(out[0, :, :, 0].argmax(), (100, 100))
     assert abs(x + 0.5 - cx) <= 1.5 and abs(y + 0.5 - cy) <= 1.5 and fx == 400.0
+    # landmarks map with the same transform as the intrinsics (continuous pixel coordinates, z scaled too)
+    lm = box.apply_to_landmarks(np.array([[[60.5, 40.5, 3.0]]]), 100)
+    assert np.allclose(lm[0, 0], [cx, cy, 6.0])

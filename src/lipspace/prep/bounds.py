@@ -14,6 +14,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from lipspace.errors import LipspaceError
+from lipspace.prep.runs import evenly_spaced
 
 
 def _rays(pose: np.ndarray, intrinsics: np.ndarray, u: np.ndarray, v: np.ndarray):
@@ -34,7 +35,8 @@ def region_rays(parsing: np.ndarray, pose: np.ndarray, intrinsics: np.ndarray, c
     kernel = np.ones((3, 3), np.uint8)
     for i in frames:
         mask = np.isin(parsing[i], cls).astype(np.uint8)
-        v, u = np.nonzero(mask & ~cv2.erode(mask, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool))
+        inner = cv2.erode(mask, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        v, u = np.nonzero(mask.astype(bool) & ~inner.astype(bool))
         if len(u) == 0:
             continue
         o, d = _rays(pose[i], intrinsics, u, v)
@@ -70,12 +72,16 @@ def enclosing_sphere(origins: np.ndarray, dirs: np.ndarray, depth: float = 0.0, 
     return {"center": [round(float(c), 5) for c in centre], "radius": round(float(radius), 5)}
 
 
+def bounds_frames(valid: np.ndarray, n_sample: int = 40) -> np.ndarray:
+    """The frames whose parsing the bounds are measured on: ``n_sample`` valid frames spread over the clip."""
+    return evenly_spaced(np.nonzero(np.asarray(valid, bool))[0], n_sample)
+
+
 def clip_bounds(parsing: np.ndarray, pose: np.ndarray, intrinsics: np.ndarray, n_sample: int = 40,
                 depth: float = 0.0, valid: np.ndarray | None = None) -> tuple[dict, dict]:
-    """(bounds: head + neck + torso, head_bounds: head + neck) for a clip's parsing [N,H,W] and poses [N,4,4]."""
-    n = len(parsing)
-    ok = np.arange(n) if valid is None else np.nonzero(np.asarray(valid, bool))[0]
-    frames = ok[np.linspace(0, len(ok) - 1, min(n_sample, len(ok))).round().astype(int)]
+    """(bounds: head + neck + torso, head_bounds: head + neck) from parsing [N,H,W] and poses [N,4,4] (a whole clip,
+    or the frames bounds_frames picked)."""
+    frames = bounds_frames(np.ones(len(parsing), bool) if valid is None else valid, n_sample)
     head = enclosing_sphere(*region_rays(parsing, pose, intrinsics, range(1, 9), frames), depth=depth)
     full = enclosing_sphere(*region_rays(parsing, pose, intrinsics, range(1, 10), frames), depth=depth)
     if full["radius"] < head["radius"]:  # no torso visible: the full sphere is the head sphere

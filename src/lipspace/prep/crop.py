@@ -25,6 +25,16 @@ class CropBox:
         s = out_size / self.side
         return fx * s, fy * s, (cx - self.x0) * s, (cy - self.y0) * s
 
+    def apply_to_landmarks(self, landmarks: np.ndarray, out_size: int) -> np.ndarray:
+        """Landmarks [..., 2 or 3] in source pixels -> pixels of the cropped + resized frames (a z column, in
+        pixels like MediaPipe's, is scaled too)."""
+        s = out_size / self.side
+        out = np.array(landmarks, np.float32, copy=True)
+        out[..., 0] = (out[..., 0] - self.x0) * s
+        out[..., 1] = (out[..., 1] - self.y0) * s
+        out[..., 2:] *= s
+        return out
+
 
 def face_crop_box(landmarks: np.ndarray, valid: np.ndarray, frame_hw: tuple[int, int], face_scale: float = 2.2,
                   centre_shift_y: float = 0.15, source: str = "<frames>") -> CropBox:

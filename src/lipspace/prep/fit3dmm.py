@@ -30,6 +30,7 @@ import torch
 
 from lipspace.errors import LipspaceError
 from lipspace.prep.camera import fill_invalid, intrinsics_for, project, search_focal, smooth_poses
+from lipspace.prep.runs import evenly_spaced
 from lipspace.prep.facemodel import JAW_WEIGHT, MP_TO_LMK68, FaceModel, mp_blendshapes_to_expr
 
 log = logging.getLogger(__name__)
@@ -329,12 +330,6 @@ def _check_inputs(landmarks, valid, image_hw, blendshapes):
     return lmk, valid
 
 
-def _even(idx: np.ndarray, k: int) -> np.ndarray:
-    if len(idx) <= k:
-        return idx
-    return idx[np.round(np.linspace(0, len(idx) - 1, k)).astype(int)]
-
-
 def fit_head(landmarks, valid, image_hw, model: FaceModel, blendshapes=None, fps: float = 25.0, progress=None,
              correspondence: Correspondence | None = None, focal: float | None = None, smooth_s: float = 0.06,
              n_search: int = 24, n_identity: int = 96) -> HeadFit:
@@ -367,7 +362,7 @@ def fit_head(landmarks, valid, image_hw, model: FaceModel, blendshapes=None, fps
         if focal is None:
             if progress:
                 progress("focal search")
-            sub = torch.as_tensor(_even(np.arange(len(vidx)), n_search))
+            sub = torch.as_tensor(evenly_spaced(np.arange(len(vidx)), n_search))
 
             def error_at(fc: float) -> float:
                 rot, t, alpha, beta = rigid.fit(fc, sub, alpha0, iters=10)
@@ -377,7 +372,7 @@ def fit_head(landmarks, valid, image_hw, model: FaceModel, blendshapes=None, fps
         timings["focal_search"] = time.perf_counter() - t0
         if progress:
             progress("identity")
-        sub = torch.as_tensor(_even(np.arange(len(vidx)), n_identity))
+        sub = torch.as_tensor(evenly_spaced(np.arange(len(vidx)), n_identity))
         _, _, alpha, _ = rigid.fit(focal, sub, alpha0, iters=12)
         timings["identity"] = time.perf_counter() - t0 - sum(timings.values())
         if progress:

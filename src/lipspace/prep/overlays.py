@@ -71,14 +71,15 @@ def draw_overlay(frame: np.ndarray, parsing: np.ndarray, landmarks: np.ndarray |
 
 
 def write_overlays(out_dir: Path, indices, frames, parsing, landmarks, lmk68, pose, intrinsics, texts) -> list[Path]:
-    """Write ``<out_dir>/overlay_<frame>.png`` for each index; returns the paths."""
+    """Write ``<out_dir>/overlay_<frame>.png`` for each frame index in ``indices``; the arrays hold those frames
+    only, in the same order (``landmarks`` / ``lmk68`` / ``pose`` may be None)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, text in zip(indices, texts, strict=True):
-        img = draw_overlay(frames[i], parsing[i], None if landmarks is None else landmarks[i],
-                           None if lmk68 is None else lmk68[i], None if pose is None else pose[i], intrinsics, text)
-        p = out_dir / f"overlay_{frame_name(i)}"
+    for k, (i, text) in enumerate(zip(indices, texts, strict=True)):
+        img = draw_overlay(frames[k], parsing[k], None if landmarks is None else landmarks[k],
+                           None if lmk68 is None else lmk68[k], None if pose is None else pose[k], intrinsics, text)
+        p = out_dir / f"overlay_{frame_name(int(i))}"
         cv2.imwrite(str(p), np.ascontiguousarray(img[:, :, ::-1]))
         paths.append(p)
     return paths

@@ -28,6 +28,7 @@ from lipspace.assets import file_sha256
 from lipspace.data.schema import FPS, ICT_EXPR_NAMES, PARSING_CLASSES, SAMPLE_RATE, validate_dataset
 from lipspace.errors import LipspaceError
 from lipspace.prep.cache import CACHE_DIR, StageCache, stage_key
+from lipspace.prep.runs import evenly_spaced
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,6 @@ class Preprocessor:
         self._src_frames: np.ndarray | None = None
         self._frames: np.ndarray | None = None
         self._parsing: np.ndarray | None = None
-        self.keys: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------------------------- plumbing
     def _check_options(self) -> None:
@@ -113,28 +113,36 @@ class Preprocessor:
                                     f"or new output directory (nothing was changed)")
         self.out.mkdir(parents=True, exist_ok=True)
 
+    def _decode(self):
+        """Source frames at 25 fps (kept in memory until the crop stage) and the decoder's VideoInfo."""
+        from lipspace.prep.io import decode_video_25fps
+
+        self._src_frames, info = decode_video_25fps(self.video, FPS, max_side=self.opt.max_side,
+                                                    max_seconds=self.opt.max_seconds)
+        return self._src_frames, info
+
     def _source_frames(self) -> np.ndarray:
-        if self._src_frames is None:
-            from lipspace.prep.io import decode_video_25fps
+        return self._src_frames if self._src_frames is not None else self._decode()[0]
 
-            frames, _ = decode_video_25fps(self.video, FPS, max_side=self.opt.max_side,
-                                           max_seconds=self.opt.max_seconds)
-            self._src_frames = frames
-        return self._src_frames
+    def _crop_frames(self, indices=None) -> np.ndarray:
+        """Cropped frames (all, or ``indices``): from memory when this run made them, else from frames/."""
+        return self._stored("frames", self._frames, indices, rgb=True)
 
-    def _crop_frames(self) -> np.ndarray:
-        if self._frames is None:
-            from lipspace.prep.pngio import read_pngs
+    def _parsing_maps(self, indices=None) -> np.ndarray:
+        return self._stored("parsing", self._parsing, indices, rgb=False)
 
-            self._frames = read_pngs(self.out / "frames", self.n_frames, rgb=True)
-        return self._frames
+    def _stored(self, sub: str, in_memory: np.ndarray | None, indices, rgb: bool) -> np.ndarray:
+        from lipspace.prep.pngio import read_pngs
 
-    def _parsing_maps(self) -> np.ndarray:
-        if self._parsing is None:
-            from lipspace.prep.pngio import read_pngs
-
-            self._parsing = read_pngs(self.out / "parsing", self.n_frames, rgb=False)
-        return self._parsing
+        if in_memory is not None:
+            return in_memory if indices is None else in_memory[indices]
+        arr = read_pngs(self.out / sub, self.n_frames, rgb=rgb, indices=indices)
+        if indices is None:  # keep a full read for the next stage
+            if sub == "frames":
+                self._frames = arr
+            else:
+                self._parsing = arr
+        return arr
 
     @property
     def n_frames(self) -> int:
@@ -189,11 +197,7 @@ class Preprocessor:
         info = probe_video(self.video)
         if not info.has_audio:  # fail before spending time on the video
             extract_audio_16k(self.video)  # raises the clear no-audio error
-        from lipspace.prep.io import decode_video_25fps
-
-        frames, vinfo = decode_video_25fps(self.video, FPS, max_side=self.opt.max_side,
-                                           max_seconds=self.opt.max_seconds)
-        self._src_frames = frames
+        frames, vinfo = self._decode()
         # audio_offset_s > 0 (audio late): audio sample 0 is taken from that much after video frame 0
         audio = extract_audio_16k(self.video, n_frames=len(frames), fps=FPS,
                                   video_start_s=vinfo.start_s + self.opt.audio_offset_s)
@@ -223,17 +227,13 @@ class Preprocessor:
         frames = self._source_frames()
         box = face_crop_box(tr["landmarks"], tr["valid"], frames.shape[1:3], face_scale=self.opt.face_scale,
                             source=str(self.video))
-        s = self.opt.size / box.side
-        lmk = tr["landmarks"].copy()
-        lmk[..., 0] = (lmk[..., 0] - box.x0) * s
-        lmk[..., 1] = (lmk[..., 1] - box.y0) * s
-        lmk[..., 2] *= s
+        lmk = box.apply_to_landmarks(tr["landmarks"], self.opt.size)
         self._frames = crop_frames(frames, box, self.opt.size)
         with _bar(len(self._frames), "frames", self.opt.progress) as bar:
             write_pngs(self.out / "frames", self._frames, rgb=True, progress=bar.update)
-        self.cache.save_arrays("crop", landmarks=lmk.astype(np.float32))
+        self.cache.save_arrays("crop", landmarks=lmk)
         self._src_frames = None  # the source frames are not needed any more: free the memory
-        return {"box": {"x0": box.x0, "y0": box.y0, "side": box.side}, "scale": s}
+        return {"box": {"x0": box.x0, "y0": box.y0, "side": box.side}, "scale": self.opt.size / box.side}
 
     def stage_head(self) -> dict:
         from lipspace.prep.facemodel import load_face_model
@@ -280,14 +280,14 @@ class Preprocessor:
         # The background is static: a median over BACKGROUND_FRAMES frames spread over the clip gives the same image
         # as over all of them (on the 71 s clip a spot uncovered for > 0.5 s is still seen) at a fraction of
         # the cost.
-        idx = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), BACKGROUND_FRAMES)).round().astype(int))
+        idx = evenly_spaced(np.arange(len(frames)), BACKGROUND_FRAMES)
         bg, filled = estimate_background(frames[idx], parsing[idx] == 0, source=str(self.video))
         cv2.imwrite(str(self.out / "background.png"), np.ascontiguousarray(bg[:, :, ::-1]))
         return {"inpainted_fraction": round(float(filled.mean()), 5)}
 
     def stage_finalize(self) -> dict:
         from lipspace.prep.blink import blink_signal, lip_features
-        from lipspace.prep.bounds import clip_bounds
+        from lipspace.prep.bounds import bounds_frames, clip_bounds
         from lipspace.prep.face import FaceTracks
         from lipspace.prep.facemodel import lmk68_from_mediapipe
         from lipspace.prep.overlays import write_overlays
@@ -298,8 +298,9 @@ class Preprocessor:
         crop_tracks = FaceTracks(landmarks=lmk, blendshapes=tr["blendshapes"], transforms=tr["transforms"],
                                  valid=tr["valid"], n_faces=tr["n_faces"])
         lmk68 = lmk68_from_mediapipe(lmk)
-        parsing = self._parsing_maps()
-        bounds, head_bounds = clip_bounds(parsing, head["pose"], head["intrinsics"], valid=tr["valid"])
+        # the bounds need a sample of parsing maps only: a re-run of this stage alone does not read the whole clip
+        sample = bounds_frames(tr["valid"])
+        bounds, head_bounds = clip_bounds(self._parsing_maps(sample), head["pose"][sample], head["intrinsics"])
         expr_names = self.cache.marker("head")["info"]["expr_names"]
         tracks = {
             "pose": head["pose"].astype(np.float32), "intrinsics": head["intrinsics"].astype(np.float32),
@@ -338,15 +339,14 @@ class Preprocessor:
 
         paths = []
         if self.opt.overlays > 0:
-            valid_idx = np.nonzero(tr["valid"])[0]
-            k = min(self.opt.overlays, len(valid_idx))
-            idx = valid_idx[np.linspace(0, len(valid_idx) - 1, k).round().astype(int)]
+            idx = evenly_spaced(np.nonzero(tr["valid"])[0], self.opt.overlays)
+            jaw = list(expr_names).index("jawOpen") if "jawOpen" in expr_names else None
             texts = [f"frame {i}  t={i / FPS:.2f}s  reproj {head['reproj_px'][i]:.2f}px  "
-                     f"jawOpen {tracks['expr'][i][list(expr_names).index('jawOpen')] if 'jawOpen' in expr_names else 0:.2f}"
-                     f"  blink {tracks['blink'][i]:.2f}" for i in idx]
+                     + (f"jawOpen {tracks['expr'][i, jaw]:.2f}  " if jaw is not None else "")
+                     + f"blink {tracks['blink'][i]:.2f}" for i in idx]
             shutil.rmtree(self.out / "debug", ignore_errors=True)
-            paths = write_overlays(self.out / "debug", idx, self._crop_frames(), parsing, lmk, lmk68, head["pose"],
-                                   head["intrinsics"], texts)
+            paths = write_overlays(self.out / "debug", idx, self._crop_frames(idx), self._parsing_maps(idx), lmk[idx],
+                                   lmk68[idx], head["pose"][idx], head["intrinsics"], texts)
         return {"overlays": [str(p) for p in paths], "bounds": bounds, "head_bounds": head_bounds,
                 "av_offset": av_offset}
 
@@ -377,7 +377,6 @@ class Preprocessor:
         for name in STAGES:
             key = stage_key(name, STAGE_VERSIONS[name], self._params(name), upstream)
             upstream = [key]  # the pipeline is a chain: each stage hashes the one before it
-            self.keys[name] = key
             if not redone and self.cache.is_done(name, key):
                 result.cached.append(name)
                 result.seconds[name] = 0.0

@@ -43,7 +43,8 @@ def write_pngs(out_dir: Path, images: np.ndarray, rgb: bool, progress=None) -> N
             p.unlink()
 
 
-def read_pngs(in_dir: Path, n: int, rgb: bool) -> np.ndarray:
+def read_pngs(in_dir: Path, n: int | None, rgb: bool, indices=None) -> np.ndarray:
+    """Frames 0..n-1 of in_dir (or only ``indices``) stacked: [k,H,W,3] RGB or [k,H,W] labels."""
     in_dir = Path(in_dir)
 
     def one(i: int) -> np.ndarray:
@@ -54,4 +55,4 @@ def read_pngs(in_dir: Path, n: int, rgb: bool) -> np.ndarray:
         return img[:, :, ::-1] if rgb else img
 
     with ThreadPoolExecutor(_workers()) as pool:
-        return np.stack(list(pool.map(one, range(n))))
+        return np.stack(list(pool.map(one, range(n) if indices is None else [int(i) for i in indices])))
