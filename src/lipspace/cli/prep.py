@@ -21,19 +21,21 @@ def _usage() -> str:
     return f"usage: lipspace-prep VIDEO OUT_DIR {opts}"
 
 
-def _parse_value(name: str, text: str, default):
+def _parse_value(annotation: str, text: str):
+    """Parse ``text`` by the PrepOptions field's annotation ('int', 'float | None', 'bool | None', 'str | None')."""
+    kinds = [k.strip() for k in annotation.split("|")]
     low = text.lower()
-    if low in ("none", "null", ""):
+    if "None" in kinds and low in ("none", "null", ""):
         return None
-    if isinstance(default, bool) or name == "progress":
+    if "bool" in kinds:
         if low in ("1", "true", "yes", "on"):
             return True
         if low in ("0", "false", "no", "off"):
             return False
         raise ValueError(text)
-    if isinstance(default, int):
+    if "int" in kinds:
         return int(text)
-    if isinstance(default, float) or name == "max_seconds":
+    if "float" in kinds:
         return float(text)
     return text
 
@@ -41,7 +43,7 @@ def _parse_value(name: str, text: str, default):
 def parse_args(argv: list[str]):
     from lipspace.prep.pipeline import PrepOptions
 
-    fields = {f.name: f.default for f in dataclasses.fields(PrepOptions)}
+    fields = {f.name: f for f in dataclasses.fields(PrepOptions)}
     positional, kwargs = [], {}
     for arg in argv:
         if arg in ("-h", "--help"):
@@ -54,9 +56,10 @@ def parse_args(argv: list[str]):
         if key not in fields:
             raise LipspaceError(f"unknown option '{key}'. {_usage()}")
         try:
-            kwargs[key] = _parse_value(key, value, fields[key])
+            kwargs[key] = _parse_value(str(fields[key].type), value)
         except ValueError:
-            raise LipspaceError(f"{key}={value!r} is not a valid value for {key} (default {fields[key]!r})") from None
+            raise LipspaceError(f"{key}={value!r} is not a valid {fields[key].type} for {key} "
+                                f"(default {fields[key].default!r})") from None
     if len(positional) != 2:
         raise LipspaceError(f"expected a video path and an output directory, got {positional or 'nothing'}. "
                             f"{_usage()}")
