@@ -33,8 +33,7 @@ class ExpressionConditioner(Conditioner):
                  latent_reg: float = 0.01, smooth_window: int = 5, smooth_order: int = 2, out_dim: int | None = None,
                  audio: dict | None = None, audio_reg: float = 1.0, audio_hidden: int = 64):
         super().__init__(inputs or {"expr": 53}, out_dim)
-        allowed = (["expr"], ["expr", "audio"]) if audio else (["expr"],)
-        if sorted(self.inputs) not in [sorted(a) for a in allowed] or (audio and "audio" not in self.inputs):
+        if set(self.inputs) != ({"expr", "audio"} if audio else {"expr"}):
             raise LipspaceError(f"conditioner 'expression' reads 'expr' (and 'audio' when conditioner.audio is set), "
                                 f"got {self.inputs}. Set conditioner.inputs={{expr: <dim>"
                                 f"{', audio: <backend width>' if audio else ''}}}.")
