@@ -81,6 +81,13 @@ class Conditioner(nn.Module):
                                 f"audio conditioner or drive it with a dataset directory")
         yield self
 
+    def prepare(self, clip, train_idx) -> None:
+        """Stage-wise pre-training that must precede the NeRF (e.g. DFA-NeRF's landmark autoencoder, its
+        audio -> lip encoder and pose/blink generator). Called once by ``build_system`` with the loaded dataset
+        ``clip`` and its *training* frame indices (held-out frames must never be used). Implementations cache
+        their result (same data and settings -> no retraining) and keep it in the module's state_dict so that
+        checkpoints carry it. Default: nothing to prepare."""
+
     def prepare_sequence(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Inference-time processing of a whole driving sequence ([T, dim] per input), e.g. temporal smoothing."""
         return inputs

@@ -29,6 +29,7 @@ def build_system(cfg: DictConfig, datamodule, output_dir: Path | None = None):
     conditioner = build_conditioner(cfg, datamodule.n_frames)
     datamodule.attach_audio(conditioner.audio_inputs, conditioner.inputs, conditioner.name)
     datamodule.check_inputs(conditioner.inputs, conditioner.name)
+    conditioner.prepare(datamodule.clip, datamodule.split.train)
     renderer = instantiate(cfg.renderer)
     val_dir = str(output_dir / "val") if output_dir is not None else None
     return instantiate(cfg.model, conditioner=conditioner, renderer=renderer, val_image_dir=val_dir)
