@@ -93,3 +93,13 @@ def test_cli_missing_dataset_exit_2_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
     assert len([ln for ln in proc.stderr.strip().splitlines() if ln.startswith("lipspace: error")]) == 1
+
+
+def test_choices_follow_experiment_presets():
+    """Result rows are labelled by the conditioner an experiment preset selects, not the root default."""
+    from lipspace.config import choices_from_overrides
+
+    got = choices_from_overrides(["experiment=adnerf"])
+    assert got["conditioner"] == "deepspeech" and got["experiment"] == "adnerf"
+    assert choices_from_overrides(["conditioner=deepspeech", "renderer=mlp"])["conditioner"] == "deepspeech"
+    assert choices_from_overrides([])["conditioner"] == "expression"

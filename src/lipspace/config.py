@@ -71,10 +71,12 @@ def compose_train(overrides: list[str], output_dir, root_dir=None) -> DictConfig
 
 
 def choices_from_overrides(overrides: list[str]) -> dict:
-    """Group choices (conditioner, renderer, experiment, ...) named in overrides, over the train.yaml defaults."""
-    out = {"conditioner": "expression", "renderer": "mlp", "experiment": None, "budget": "tiny", "data": "synthetic"}
-    for arg in overrides:
-        key, _, value = arg.partition("=")
-        if key in out:
-            out[key] = value
-    return out
+    """Group choices (conditioner, renderer, experiment, ...) after composing ``overrides`` over the train.yaml
+    defaults, as Hydra's runtime.choices records them: an ``experiment=`` preset's group overrides included
+    (experiment=adnerf -> conditioner=deepspeech), which a parse of the override strings alone would miss."""
+    from hydra import compose, initialize_config_dir
+
+    check_group_overrides(overrides)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    return {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra")}
