@@ -1,0 +1,94 @@
+"""ER-NeRF / SyncTalk field: a tri-plane multiresolution hash encoding of the point, small MLPs for density and
+colour, the condition entering per point by concatenation or gated by attention.
+
+    enc = TriPlaneHash(x in [0, 1]^3)                                  [N, 3 L F]
+    c_x = c                     (cond_mode="concat")
+        = c * sigmoid(A enc)    (cond_mode="attention": ER-NeRF's channel attention aud_ch_att(enc_x))
+    h = MLP_sigma([enc, c_x]) -> sigma = softplus / exp-activated h_0, geo = h_1..
+    rgb = sigmoid(MLP_color([geo, PE(d)]))
+
+Points arrive flat ([N, 3] with the index of their ray), because the renderer only evaluates samples the
+occupancy grid keeps. With ``cond_mode="concat"`` the condition's first-layer term W_c c is computed once per ray
+and gathered per point (same maths, R instead of N products).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lipspace.errors import LipspaceError
+from lipspace.renderers.encodings import PositionalEncoding
+from lipspace.renderers.hashgrid import TriPlaneHash
+
+COND_MODES = ("concat", "attention")
+
+
+def _mlp(i: int, hidden: int, o: int, layers: int) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    for k in range(layers):
+        mods += [nn.Linear(i if k == 0 else hidden, o if k == layers - 1 else hidden)]
+        if k < layers - 1:
+            mods.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*mods)
+
+
+class TriPlaneField(nn.Module):
+    def __init__(self, cond_dim: int, n_levels: int = 14, n_features: int = 1, log2_table: int = 16,
+                 base_res: int = 16, finest_res: int = 512, hidden: int = 64, sigma_layers: int = 3,
+                 geo_dim: int = 15, color_layers: int = 2, dir_freqs: int = 4, cond_mode: str = "concat",
+                 density_activation: str = "softplus"):
+        super().__init__()
+        if cond_mode not in COND_MODES:
+            raise LipspaceError(f"TriPlaneField cond_mode must be one of {COND_MODES}, got {cond_mode!r}")
+        if density_activation not in ("softplus", "exp"):
+            raise LipspaceError(f"TriPlaneField density_activation must be softplus or exp, got {density_activation!r}")
+        if sigma_layers < 1 or color_layers < 1:
+            raise LipspaceError("TriPlaneField needs sigma_layers >= 1 and color_layers >= 1")
+        self.cond_dim, self.cond_mode, self.hidden = cond_dim, cond_mode, hidden
+        self.density_activation = density_activation
+        self.encoding = TriPlaneHash(n_levels, n_features, log2_table, base_res, finest_res)
+        e = self.encoding.out_dim
+        self.dir_enc = PositionalEncoding(3, dir_freqs)
+        first_out = hidden if sigma_layers > 1 else 1 + geo_dim
+        self.sigma_in = nn.Linear(e, first_out)
+        self.cond_in = nn.Linear(cond_dim, first_out, bias=False) if cond_dim else None
+        self.att = nn.Linear(e, cond_dim) if cond_dim and cond_mode == "attention" else None
+        self.sigma_rest = _mlp(hidden, hidden, 1 + geo_dim, sigma_layers - 1) if sigma_layers > 1 else None
+        self.color = _mlp(geo_dim + self.dir_enc.out_dim, hidden, 3, color_layers)
+
+    def encode(self, x01: torch.Tensor) -> torch.Tensor:
+        return self.encoding(x01)
+
+    def _trunk(self, enc: torch.Tensor, c: torch.Tensor | None, ray_idx: torch.Tensor | None) -> torch.Tensor:
+        h = self.sigma_in(enc)
+        if self.cond_in is not None:
+            if c is None:
+                raise LipspaceError(f"TriPlaneField built for cond_dim={self.cond_dim} got no condition")
+            if self.att is None:  # concat: per-ray term, gathered per point
+                h = h + self.cond_in(c)[ray_idx]
+            else:
+                h = h + self.cond_in(c[ray_idx] * torch.sigmoid(self.att(enc)))
+        if self.sigma_rest is not None:
+            h = self.sigma_rest(F.relu(h))
+        return h
+
+    def _sigma(self, raw: torch.Tensor) -> torch.Tensor:
+        return F.softplus(raw) if self.density_activation == "softplus" else torch.exp(raw.clamp(max=15.0))
+
+    def density(self, x01: torch.Tensor, c: torch.Tensor | None, ray_idx: torch.Tensor | None) -> torch.Tensor:
+        """sigma [N] at points x01 [N, 3] (in [0, 1]^3), condition c [R, C] of their rays ray_idx [N]."""
+        return self._sigma(self._trunk(self.encode(x01), c, ray_idx)[:, 0])
+
+    def forward(self, x01: torch.Tensor, d: torch.Tensor, c: torch.Tensor | None,
+                ray_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x01 [N, 3] in [0, 1]^3, d [R, 3] unit directions, c [R, C], ray_idx [N] -> rgb [N, 3], sigma [N]."""
+        if self.cond_dim and (c is None or c.shape[-1] != self.cond_dim):
+            raise LipspaceError(f"TriPlaneField expects c [R, {self.cond_dim}], got "
+                                f"{None if c is None else tuple(c.shape)}")
+        h = self._trunk(self.encode(x01), c, ray_idx)
+        sigma = self._sigma(h[:, 0])
+        dir_term = self.dir_enc(d)[ray_idx]
+        rgb = torch.sigmoid(self.color(torch.cat([h[:, 1:], dir_term], -1)))  # raw geo features, as ER-NeRF
+        return rgb, sigma

@@ -1,0 +1,133 @@
+"""Tri-plane hash renderer (ER-NeRF / SyncTalk style): one ray-marching pass through a TriPlaneField, samples in
+empty space skipped by an occupancy grid.
+
+Rays march ``n_samples`` stratified steps between near and far (plus the background sample at far, as the MLP
+renderer does); samples outside the scene box or in cells the occupancy grid marks empty are not evaluated
+(sigma = 0 there), so the field runs only on the kept samples, flattened. The scene box is the cube around the
+dataset's bounds sphere (``set_scene``, called by the train task; stored in the checkpoint). The occupancy grid is
+refreshed every ``occupancy.update_every`` steps through the system's step hook (``update_step``), with the
+densities under the conditions of the latest training batch (max over its frames).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from lipspace.errors import LipspaceError
+from lipspace.renderers.occupancy import OccupancyGrid
+from lipspace.renderers.volume import composite_real, stratified_samples
+
+Outputs = dict[str, torch.Tensor]
+
+
+class TriPlaneRenderer(nn.Module):
+    def __init__(self, field: Callable[..., nn.Module], cond_dim: int, n_samples: int = 64, perturb: bool = True,
+                 eval_chunk_rays: int = 4096, occupancy: dict | None = None, lr_grid: float | None = None,
+                 regions=None):
+        """``occupancy``: {resolution, update_every, decay, threshold, explore_fraction} or None/``enabled:
+        false`` to evaluate every sample; ``lr_grid``: learning rate of the hash tables (SyncTalk: 1e-2 with
+        1e-3 for the MLPs), used by ``param_groups``; None keeps the optimiser's single rate."""
+        super().__init__()
+        if regions:
+            raise LipspaceError("the tri-plane renderer has no region attention yet; use renderer=mlp with a "
+                                "conditioner that declares regions (blendshape_av), or field.cond_mode=attention")
+        if n_samples < 2:
+            raise LipspaceError(f"TriPlaneRenderer needs n_samples >= 2, got {n_samples}")
+        self.cond_dim, self.n_samples, self.perturb = cond_dim, n_samples, perturb
+        self.eval_chunk_rays, self.lr_grid = eval_chunk_rays, lr_grid
+        self.regions = ()
+        self.field = field(cond_dim=cond_dim)
+        occ = dict(occupancy or {})
+        self.occupancy_enabled = bool(occ.pop("enabled", occupancy is not None))
+        self.update_every = int(occ.pop("update_every", 16))
+        self._occ_kwargs = occ
+        self.grid: OccupancyGrid | None = None
+        self.register_buffer("scene_center", torch.zeros(3))
+        self.register_buffer("scene_half", torch.zeros(()))
+        self._recent_cond: torch.Tensor | None = None
+
+    # -- scene box ------------------------------------------------------------------------------------------
+    def set_scene(self, center, radius: float) -> None:
+        """The cube around the bounds sphere (center [3], radius) in head space; builds the occupancy grid."""
+        self.scene_center.copy_(torch.as_tensor(center, dtype=torch.float32).reshape(3))
+        self.scene_half.fill_(float(radius))
+        if self.occupancy_enabled and self.grid is None:
+            self.grid = OccupancyGrid(self.scene_center, float(radius), **self._occ_kwargs).to(self.scene_center.device)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint written after set_scene carries the grid: build it before loading into it
+        if self.occupancy_enabled and self.grid is None and f"{prefix}grid.values" in state_dict:
+            self.set_scene(state_dict[f"{prefix}scene_center"], float(state_dict[f"{prefix}scene_half"]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def normalise(self, pts: torch.Tensor) -> torch.Tensor:
+        if float(self.scene_half) <= 0:
+            raise LipspaceError("TriPlaneRenderer: the scene box is not set (set_scene(center, radius) from the "
+                                "dataset bounds; the train task does this)")
+        return (pts - self.scene_center) / (2 * self.scene_half) + 0.5
+
+    # -- optimisation ---------------------------------------------------------------------------------------
+    def param_groups(self, lr: float) -> list[dict]:
+        """Hash tables at ``lr_grid`` (when set), everything else at ``lr``."""
+        tables = [p for n, p in self.named_parameters() if n.endswith("table")]
+        rest = [p for n, p in self.named_parameters() if not n.endswith("table")]
+        if self.lr_grid is None:
+            return [{"params": tables + rest}]
+        return [{"params": tables, "lr": self.lr_grid}, {"params": rest, "lr": lr}]
+
+    def update_step(self, step: int) -> None:
+        """Occupancy refresh every ``update_every`` steps (the system's step hook)."""
+        if self.grid is None or not self.training or step % self.update_every or self._recent_cond is None:
+            return
+        conds = self._recent_cond
+        field = self.field
+
+        def density(pts):
+            x01 = self.normalise(pts)
+            idx = torch.zeros(len(pts), dtype=torch.long, device=pts.device)
+            if conds is None or not self.cond_dim:
+                return field.density(x01, None, idx)
+            return torch.stack([field.density(x01, c[None], idx) for c in conds]).amax(0)
+
+        g = torch.Generator(device=self.scene_center.device).manual_seed(int(step))
+        was = field.training
+        field.eval()
+        self.grid.update(density, generator=g)
+        field.train(was)
+
+    # -- rendering ------------------------------------------------------------------------------------------
+    def forward(self, rays_o, rays_d, near, far, cond, bg) -> Outputs:
+        """rays_o/rays_d [R,3] (unit d), near/far [R], cond [R,C], bg [R,3] -> rgb [R,3], depth, acc [R] and
+        kept_fraction (share of samples evaluated)."""
+        if cond is not None and cond.shape[-1] != self.cond_dim:
+            raise LipspaceError(f"TriPlaneRenderer built for cond_dim={self.cond_dim}, got {tuple(cond.shape)}")
+        n_rays = rays_o.shape[0]
+        t_vals = stratified_samples(near, far, self.n_samples + 1, self.perturb and self.training)
+        pts = rays_o[:, None, :] + rays_d[:, None, :] * t_vals[:, :-1, None]  # [R, S, 3]
+        x01 = self.normalise(pts)
+        keep = ((x01 >= 0) & (x01 <= 1)).all(-1)
+        if self.grid is not None:
+            keep &= self.grid.occupied(pts)
+        ray_idx, sample_idx = torch.nonzero(keep, as_tuple=True)
+        rgb = pts.new_zeros(n_rays, self.n_samples, 3)
+        sigma = pts.new_zeros(n_rays, self.n_samples)
+        if len(ray_idx):
+            rgb_k, sigma_k = self.field(x01[ray_idx, sample_idx], rays_d, cond, ray_idx)
+            rgb = rgb.index_put((ray_idx, sample_idx), rgb_k)
+            sigma = sigma.index_put((ray_idx, sample_idx), sigma_k)
+        if self.training and cond is not None and self.grid is not None:
+            self._recent_cond = torch.unique(cond.detach(), dim=0)[:8]
+        out = composite_real(rgb, sigma, t_vals, bg)
+        out.pop("weights")
+        out["kept_fraction"] = keep.float().mean().expand(n_rays)
+        return out
+
+    @torch.no_grad()
+    def render_chunked(self, rays_o, rays_d, near, far, cond, bg) -> Outputs:
+        n, step = rays_o.shape[0], self.eval_chunk_rays
+        chunks = [self(rays_o[s:s + step], rays_d[s:s + step], near[s:s + step], far[s:s + step],
+                       None if cond is None else cond[s:s + step], bg[s:s + step]) for s in range(0, n, step)]
+        return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
