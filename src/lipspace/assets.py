@@ -52,6 +52,11 @@ KNOWN_ASSETS: dict[str, Asset] = {
         # FaceXModel/); no official URL serves this npz, so it comes from LIPSPACE_ASSETS or the cache.
         Asset("ict_face_light.npz", "1451bdbf28dffbc3c9326fc20e08f904c8f07bbd513e6ac8c006b9973564a082",
               None, 6_510_819, licence="MIT (ICT-FaceKit, USC ICT)"),
+        # LPIPS v0.1 (alex): torchvision's ImageNet AlexNet `features` + the lpips package's linear heads in one
+        # state dict (no official URL serves the combined file; lipspace.eval.lpips also builds it from the two
+        # official files: LPIPS_OFFICIAL_URLS).
+        Asset("lpips_alex_v0.1.pth", "63219dfd7603685dd940ede0a36947bbb6a0711795f86858963b9b21f323f0cb",
+              None, 9_888_990, licence="BSD-3 (torchvision AlexNet) + BSD-2 (PerceptualSimilarity heads)"),
     )
 }
 

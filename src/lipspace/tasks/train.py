@@ -32,7 +32,10 @@ def build_system(cfg: DictConfig, datamodule, output_dir: Path | None = None):
     conditioner.prepare(datamodule.clip, datamodule.split.train)
     renderer = instantiate(cfg.renderer)
     val_dir = str(output_dir / "val") if output_dir is not None else None
-    return instantiate(cfg.model, conditioner=conditioner, renderer=renderer, val_image_dir=val_dir)
+    system = instantiate(cfg.model, conditioner=conditioner, renderer=renderer, val_image_dir=val_dir)
+    if hasattr(system.renderer, "set_scene"):  # renderers that normalise space to a box (tri-plane hash grids)
+        system.renderer.set_scene(*datamodule.clip.bounds)
+    return system
 
 
 def resolve_resume(cfg: DictConfig, output_dir: Path) -> str | None:
