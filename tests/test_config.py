@@ -25,7 +25,7 @@ def cases():
 def test_every_group_option_composes_and_resolves(override, tmp_path):
     cfg = compose_train([override, *NEEDS.get(override, [])], tmp_path / "run")
     container = OmegaConf.to_container(cfg, resolve=True)
-    assert container["renderer"]["n_coarse"] > 0
+    assert container["renderer"]["_target_"].startswith("lipspace.renderers.")
     check_config(cfg)
     group, opt = override.split("=")
     if group == "conditioner":
@@ -45,8 +45,21 @@ def test_every_group_option_composes_and_resolves(override, tmp_path):
 
 
 def test_all_groups_listed():
-    found = {p.name for p in CONF_DIR.iterdir() if p.is_dir()} - {"hydra"}
+    found = {p.name for p in CONF_DIR.iterdir() if p.is_dir()} - {"hydra", "budget_renderer"}
     assert found == set(GROUPS), "a new config group must be added to this test"
+
+
+@pytest.mark.parametrize("budget", group_options("budget"))
+@pytest.mark.parametrize("renderer", group_options("renderer"))
+def test_every_budget_renderer_pair_builds(budget, renderer, tmp_path):
+    """budget_renderer/<budget>_<renderer>.yaml holds renderer-specific sizes; every pair must instantiate, and a
+    specialisation file must name an existing budget and renderer."""
+    cfg = compose_train([f"budget={budget}", f"renderer={renderer}"], tmp_path / "run")
+    check_config(cfg)
+    assert instantiate(cfg.renderer)(cond_dim=4) is not None
+    for f in (CONF_DIR / "budget_renderer").glob("*.yaml"):
+        b, _, r = f.stem.partition("_")
+        assert b in group_options("budget") and r in group_options("renderer"), f"{f} names no budget/renderer"
 
 
 def test_budget_scales_renderer():
