@@ -1,0 +1,141 @@
+"""MLP vs tri-plane renderer, side by side in one run (issue 5's figures). Prints figures; asserts nothing.
+
+1. Time to quality on the synthetic clip (expression conditioner, budget=tiny): each renderer trains while a probe
+   renders ``--probe-frames`` held-out tail frames every ``--probe-every`` steps (probe time excluded from the
+   training wall time); the MLP trains ``--mlp-steps`` steps, its final held-out PSNR is the target, and the
+   tri-plane's wall time to first reach it (linear interpolation between probes) is compared.
+2. Training rays/s (from the same runs) and render frames/s at 128^2, 256^2 and 512^2 (the clip's camera with
+   scaled intrinsics; ``eval_chunk_rays`` chunks; condition of frame 0).
+
+    python benchmarks/bench_triplane.py [--mlp-steps 1800] [--triplane-steps 1800] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.utils import instantiate
+
+
+class Probe(L.Callback):
+    """Held-out PSNR every ``every`` steps against training wall time (the probe's own time excluded)."""
+
+    def __init__(self, clip, indices, inputs, every: int, downscale: int):
+        self.clip, self.indices, self.inputs, self.every, self.downscale = clip, indices, inputs, every, downscale
+        self.curve: list[tuple[float, int, float]] = []  # (train seconds, step, psnr)
+        self.train_s, self._t0 = 0.0, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.train_s += time.perf_counter() - self._t0
+        step = trainer.global_step
+        if step % self.every == 0 or step >= trainer.max_steps:
+            self.curve.append((self.train_s, step, self.psnr(pl_module)))
+
+    @torch.no_grad()
+    def psnr(self, system) -> float:
+        from lipspace.inference import render_sequence
+
+        was = system.training
+        system.eval()
+        mses = [float(((img - tgt) ** 2).mean()) for _, img, tgt in
+                render_sequence(system.conditioner, system.renderer, self.clip, self.inputs, None,
+                                downscale=self.downscale, prepare=False, indices=self.indices)]
+        system.train(was)
+        return float(-10 * np.log10(np.mean(mses)))
+
+
+def train_curve(renderer: str, steps: int, every: int, n_frames: int, downscale: int, extra: list[str]):
+    import tempfile
+
+    from lipspace.config import compose_train
+    from lipspace.data.sampling import frame_inputs
+    from lipspace.tasks.train import build_system
+
+    cfg = compose_train([f"renderer={renderer}", "budget=tiny", f"trainer.max_steps={steps}", "logger=none",
+                         "trainer.enable_progress_bar=false", *extra], tempfile.mkdtemp())
+    L.seed_everything(int(cfg.seed))
+    dm = instantiate(cfg.data)
+    dm.load()
+    system = build_system(cfg, dm, None)
+    test = dm.split.test[np.linspace(0, len(dm.split.test) - 1, n_frames).round().astype(int)]
+    probe = Probe(dm.clip, test, frame_inputs(dm.clip, test, dm.inputs), every, downscale)
+    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, callbacks=[probe],
+                        limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer.fit(system, datamodule=dm)
+    rays = steps * int(cfg.data.rays_per_batch) / probe.train_s
+    return system, dm, probe.curve, rays
+
+
+def time_to(curve, target: float) -> float | None:
+    prev = (0.0, 0, -np.inf)
+    for t, _, p in curve:
+        if p >= target:
+            t0, _, p0 = prev
+            return t if not np.isfinite(p0) else t0 + (t - t0) * (target - p0) / max(p - p0, 1e-9)
+        prev = (t, 0, p)
+    return None
+
+
+@torch.no_grad()
+def render_fps(system, dm, size: int, repeats: int = 2) -> float:
+    from lipspace.data.rays import camera_rays, full_frame_pixels, sphere_near_far
+
+    clip = dm.clip
+    h, w = clip.hw
+    k = torch.as_tensor(clip.intrinsics, dtype=torch.float32) * torch.tensor([size / w, size / h, size / w, size / h])
+    u, v, _ = full_frame_pixels(size, size)
+    o, d = camera_rays(clip.pose[:1], k, u.reshape(1, -1).float(), v.reshape(1, -1).float())
+    o, d = o[0], d[0]
+    center, radius = clip.bounds
+    near, far, _ = sphere_near_far(o, d, center, radius)
+    from lipspace.data.sampling import frame_inputs
+
+    cond = system.conditioner(frame_inputs(clip, np.array([0]), dm.inputs), None)[0]
+    bg = torch.zeros_like(o)
+    system.eval()
+    system.renderer.render_chunked(o, d, near, far, cond.expand(len(o), -1), bg)  # warm-up
+    t = time.perf_counter()
+    for _ in range(repeats):
+        system.renderer.render_chunked(o, d, near, far, cond.expand(len(o), -1), bg)
+    return repeats / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mlp-steps", type=int, default=1800)
+    ap.add_argument("--triplane-steps", type=int, default=1800)
+    ap.add_argument("--probe-every", type=int, default=100)
+    ap.add_argument("--probe-frames", type=int, default=4)
+    ap.add_argument("--probe-downscale", type=int, default=1)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
+    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for both runs")
+    args = ap.parse_args()
+    print(f"== MLP vs tri-plane, synthetic clip, budget=tiny, threads={torch.get_num_threads()} cpus={os.cpu_count()}")
+    results = {}
+    for name, steps in (("mlp", args.mlp_steps), ("triplane", args.triplane_steps)):
+        system, dm, curve, rays = train_curve(name, steps, args.probe_every, args.probe_frames,
+                                              args.probe_downscale, args.overrides)
+        fps = {s: render_fps(system, dm, s) for s in args.sizes}
+        results[name] = (curve, rays, fps)
+        print(f"-- {name}: {steps} steps in {curve[-1][0]:.1f} s train wall, {rays:,.0f} rays/s; held-out PSNR "
+              + " ".join(f"{s}:{p:.2f}" for _, s, p in curve))
+        print(f"   render fps " + "  ".join(f"{s}^2: {f:.2f}" for s, f in fps.items()))
+    mlp_curve, tp_curve = results["mlp"][0], results["triplane"][0]
+    target, t_mlp = mlp_curve[-1][2], mlp_curve[-1][0]
+    t_tp = time_to(tp_curve, target)
+    print(f"== time to the MLP's final held-out PSNR {target:.2f} dB: MLP {t_mlp:.1f} s, tri-plane "
+          + (f"{t_tp:.1f} s -> ratio {t_tp / t_mlp:.3f} (goal <= 0.1)" if t_tp is not None else
+             f"not reached in {tp_curve[-1][0]:.1f} s (best {max(p for *_, p in tp_curve):.2f} dB)"))
+
+
+if __name__ == "__main__":
+    main()
