@@ -1,8 +1,10 @@
-"""The LightningModule: a built conditioner + renderer, photometric loss + conditioner regulariser, Adam with
-exponential decay, validation renders with PSNR / SSIM. Nothing method-specific lives here."""
+"""The LightningModule: a built conditioner + renderer, photometric loss + conditioner regulariser (+ the region
+attention masking loss when the conditioner declares regions), Adam with exponential decay, validation renders with
+PSNR / SSIM. Nothing method-specific lives here."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import lightning as L
@@ -15,17 +17,74 @@ from lipspace.errors import LipspaceError
 from lipspace.inference import render_rays_image
 
 
+def _accepts(factory, name: str) -> bool:
+    func = getattr(factory, "func", factory)  # a functools.partial (Hydra _partial_) or a class
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _name(factory) -> str:
+    func = getattr(factory, "func", factory)
+    return getattr(func, "__name__", type(func).__name__)
+
+
+def region_spec(conditioner) -> dict:
+    """A conditioner's declared regions ``{name: (slice of its output c, parsing classes)}``, checked; {} if none."""
+    regions = dict(getattr(conditioner, "regions", None) or {})
+    for name, spec in regions.items():
+        try:
+            sl, classes = spec
+            ok = isinstance(sl, slice) and 0 <= (sl.start or 0) < sl.stop <= conditioner.out_dim and len(classes) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise LipspaceError(f"conditioner '{conditioner.name}': region '{name}' must be (slice of the "
+                                f"{conditioner.out_dim} condition columns, non-empty parsing classes), got {spec!r}")
+    return regions
+
+
 class TalkingHeadSystem(L.LightningModule):
     def __init__(self, conditioner: Conditioner, renderer, optimizer, lr_final: float = 5e-5,
                  decay_steps: int | None = None, coarse_loss_weight: float = 1.0, val_image_dir: str | None = None,
-                 train_chunk_rays: int | str | None = "auto"):
+                 train_chunk_rays: int | str | None = "auto", region_att_weight: float = 0.0):
         """``train_chunk_rays``: run forward + backward over chunks of that many rays (same gradients as one
         backward over the batch, activations stay cache-sized: faster on CPU), when the renderer supports it;
-        "auto" lets the renderer size chunks from its width; null runs one autograd pass over the batch."""
+        "auto" lets the renderer size chunks from its width; null runs one autograd pass over the batch.
+
+        ``region_att_weight``: SyncTalk's facial-aware masking. A conditioner may declare ``regions``
+        (``{name: (slice of c, parsing classes)}``); the renderer then gates those columns per point and renders
+        each region's gate magnitude along the ray; the loss adds ``region_att_weight`` x the mean over rays of
+        the rendered magnitude of every region whose classes do not include the ray's pixel class (coarse and
+        fine passes, the coarse one scaled by ``coarse_loss_weight``)."""
         super().__init__()
         self.conditioner = conditioner
+        regions = region_spec(conditioner)
         # the renderer arrives as a Hydra partial so that it can be built at the conditioner's width
-        self.renderer = renderer(cond_dim=conditioner.out_dim) if not isinstance(renderer, torch.nn.Module) else renderer
+        if not isinstance(renderer, torch.nn.Module):
+            extra = {}
+            if regions:
+                if not _accepts(renderer, "regions"):
+                    raise LipspaceError(f"conditioner '{conditioner.name}' declares regions {sorted(regions)} for "
+                                        f"region attention, which renderer {_name(renderer)} does not implement; use "
+                                        f"renderer=mlp (or a renderer taking `regions`)")
+                extra["regions"] = [(n, sl.start, sl.stop) for n, (sl, _) in regions.items()]
+            renderer = renderer(cond_dim=conditioner.out_dim, **extra)
+        elif regions and not getattr(renderer, "regions", None):
+            raise LipspaceError(f"conditioner '{conditioner.name}' declares regions {sorted(regions)} but the renderer "
+                                "was built without them; pass the renderer as a partial (cond_dim, regions unset)")
+        self.renderer = renderer
+        self.region_att_weight = float(region_att_weight)
+        if regions:
+            order = [name for name, _, _ in self.renderer.regions]  # the renderer's (column-sorted) order
+            lut = torch.zeros(len(order), 256, dtype=torch.bool)
+            for k, name in enumerate(order):
+                lut[k, list(regions[name][1])] = True
+            self.register_buffer("region_classes", lut, persistent=False)
+        else:
+            self.region_classes = None
         self.optimizer_factory = optimizer
         self.lr_final, self.decay_steps, self.coarse_loss_weight = lr_final, decay_steps, coarse_loss_weight
         self.val_image_dir = val_image_dir
@@ -42,6 +101,39 @@ class TalkingHeadSystem(L.LightningModule):
             if hook is not None:
                 hook(self.global_step)
 
+    def region_outside(self, batch) -> torch.Tensor | None:
+        """float [R, n_regions]: 1 where the ray's pixel class lies outside the region's classes (None: no regions)."""
+        if self.region_classes is None:
+            return None
+        if "ray_class" not in batch:
+            raise LipspaceError("model.region_att_weight > 0 needs the per-ray parsing class (batch['ray_class']) "
+                                "from the data module's RayBatches; set model.region_att_weight=0 otherwise")
+        return (~self.region_classes[:, batch["ray_class"].long()].t()).float()
+
+    def _step_outside(self, batch) -> torch.Tensor | None:
+        """region_outside for a training step: needed for the loss, else only logged when the batch has classes."""
+        if self.region_classes is None or (self.region_att_weight <= 0 and "ray_class" not in batch):
+            return None
+        return self.region_outside(batch)
+
+    def region_loss(self, out, outside: torch.Tensor, n: int) -> torch.Tensor:
+        """The share of ``out``'s rays of region_att_weight * mean_rays(sum_r att_r * outside_r) (fine + coarse)."""
+        leak = (out["region_att"] * outside).sum()
+        if "region_att_coarse" in out and self.coarse_loss_weight > 0:
+            leak = leak + self.coarse_loss_weight * (out["region_att_coarse"] * outside).sum()
+        return self.region_att_weight / n * leak
+
+    def _log_regions(self, out, outside, n):
+        """Mean rendered gate magnitude on rays outside / inside each region (and over all regions)."""
+        with torch.no_grad():
+            att, inside = out["region_att"].detach(), 1 - outside
+            metrics = {"train/region_att_outside": (att * outside).sum() / outside.sum().clamp_min(1),
+                       "train/region_att_inside": (att * inside).sum() / inside.sum().clamp_min(1)}
+            for k, (name, _, _) in enumerate(self.renderer.regions):
+                for where, mask in (("outside", outside[:, k]), ("inside", inside[:, k])):
+                    metrics[f"train/region_att_{where}_{name}"] = (att[:, k] * mask).sum() / mask.sum().clamp_min(1)
+        self.log_dict(metrics, batch_size=n, sync_dist=False)
+
     def conditions(self, batch) -> torch.Tensor:
         per_frame = self.conditioner(batch["inputs"], batch["frame_idx"])
         return per_frame[batch["ray_frame"]]
@@ -57,6 +149,11 @@ class TalkingHeadSystem(L.LightningModule):
             loss = loss + self.coarse_loss_weight * F.mse_loss(out["rgb_coarse"], target)
         reg = self.conditioner.regularizer(batch["frame_idx"])
         loss = loss + reg
+        outside = self._step_outside(batch)
+        if outside is not None:
+            if self.region_att_weight > 0:
+                loss = loss + self.region_loss(out, outside, target.shape[0])
+            self._log_regions(out, outside, target.shape[0])
         self._log_train(loss, F.mse_loss(out["rgb"].detach(), target), reg, target.shape[0])
         return loss
 
@@ -70,9 +167,13 @@ class TalkingHeadSystem(L.LightningModule):
         cond = self.conditions(batch)
         reg = self.conditioner.regularizer(batch["frame_idx"])
         photometric = mse_chunk_loss(target, self.coarse_loss_weight)
+        outside = self._step_outside(batch)
 
         def loss_fn(out, sl):  # the regulariser joins the last chunk, so there is one backward upstream (DDP)
-            return photometric(out, sl) + (reg if sl.stop == n else 0.0)
+            loss = photometric(out, sl) + (reg if sl.stop == n else 0.0)
+            if outside is None or self.region_att_weight <= 0:
+                return loss
+            return loss + self.region_loss(out, outside[sl], n)
 
         ddp = self.trainer.strategy.model if self.trainer.world_size > 1 else None
         out = self.renderer.forward_backward(batch["rays_o"], batch["rays_d"], batch["near"], batch["far"], cond,
@@ -80,6 +181,8 @@ class TalkingHeadSystem(L.LightningModule):
                                              no_sync=getattr(ddp, "no_sync", None))
         opt.step()
         sched.step()
+        if outside is not None:
+            self._log_regions(out, outside, n)
         self._log_train(out["loss"], F.mse_loss(out["rgb"], target), reg.detach(), n)
         return out["loss"]
 

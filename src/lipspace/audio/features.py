@@ -5,8 +5,10 @@ frame windows.
 Backends here: ``mel`` (log-mel, 80 bands, 100 frames/s) and ``mfcc`` (13 MFCC + deltas + delta-deltas,
 100 frames/s), both librosa with ``center=True`` (feature j is centred at j / rate s). In their own modules:
 ``phones`` (lipspace.audio.phones: pocketsphinx all-phone decoding, 41 one-hot classes, 100 frames/s) and
-``deepspeech`` (lipspace.audio.deepspeech: AD-NeRF's DeepSpeech v0.1 graph, 29 logits, 50 frames/s). The registry
-``BACKENDS`` is what configs name (``audio.backend=mel``).
+``deepspeech`` (lipspace.audio.deepspeech: AD-NeRF's DeepSpeech v0.1 graph, 29 logits, 50 frames/s). ``ave``
+(below): 256-d embeddings per video frame (25 /s) of the *locally trained* audio-visual sync encoder
+(lipspace.av, SyncTalk-style, NOT SyncTalk's official LRS2 encoder), weights from ``$LIPSPACE_AVE_WEIGHTS`` or
+``~/.cache/lipspace/ave_local.pt``. The registry ``BACKENDS`` is what configs name (``audio.backend=mel``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from lipspace.audio.align import frame_windows
 from lipspace.data.schema import FPS, SAMPLE_RATE
 from lipspace.errors import LipspaceError
+from lipspace.assets import file_sha256
 
 FEATURE_DIR = "features"
 
@@ -62,6 +65,10 @@ class AudioBackend:
     def compute(self, audio: np.ndarray) -> np.ndarray:
         """float32 [T, dim] from float32 mono audio at 16 kHz."""
         raise NotImplementedError
+
+    def metadata(self) -> dict:
+        """What the feature cache records beside the array (the spec; subclasses add provenance)."""
+        return asdict(self.spec)
 
 
 class MelBackend(AudioBackend):
@@ -112,7 +119,72 @@ class MfccBackend(AudioBackend):
         return np.concatenate(parts, 0).T.astype(np.float32)
 
 
-BACKENDS = {"mel": MelBackend, "mfcc": MfccBackend}
+AVE_WEIGHTS_ENV = "LIPSPACE_AVE_WEIGHTS"
+DEFAULT_AVE_WEIGHTS = "~/.cache/lipspace/ave_local.pt"
+_AVE_MODELS: dict[str, object] = {}  # sha256 -> loaded AVEncoder
+
+
+def ave_weights_path(weights: str | Path | None = None) -> Path:
+    """The AVE checkpoint: ``weights`` if given, else ``$LIPSPACE_AVE_WEIGHTS``, else ~/.cache/lipspace/ave_local.pt."""
+    return Path(weights or os.environ.get(AVE_WEIGHTS_ENV) or DEFAULT_AVE_WEIGHTS).expanduser()
+
+
+class AveBackend(AudioBackend):
+    """SyncTalk-style audio features: per video frame (25 /s, feature j centred on frame j: (j + 0.5) / 25 s),
+    the ``dim``-d (256) embedding of the locally trained AVE audio encoder (lipspace.av.sync.AudioEncoder) over
+    the 20 log-mel frames (0.2 s) centred on that frame, the clip's log-mel standardised per clip and band as in
+    its training.
+
+    The weights are required (no silent random init): a missing file is a LipspaceError naming the path and the
+    command that trains one. The checkpoint's sha256 is part of the cache key, its provenance (locally trained,
+    NOT the official SyncTalk/LRS2 encoder) is in ``spec.params`` and in the feature cache's metadata file.
+    """
+
+    def __init__(self, weights: str | Path | None = None):
+        path = ave_weights_path(weights)
+        if not path.is_file():
+            raise LipspaceError(
+                f"audio backend 'ave': no AVE checkpoint at {path} (set ${AVE_WEIGHTS_ENV} or "
+                f"conditioner.audio.backend_kwargs.weights to one). Train one with `python -m lipspace.av.train "
+                f"--train <dataset dir> [<dataset dir> ...] --out {path}`, or use conditioner.audio.backend=mel "
+                f"(with conditioner.inputs.audio=80)")
+        self.path, self.sha256 = path, file_sha256(path)
+        model = self.model
+        self.provenance = dict(model.provenance)
+        self.label = ave_label(self.provenance)
+        # feature j is the window centred on video frame j's centre, (j + 0.5) / fps (lipspace.audio.align)
+        self.spec = FeatureSpec("ave", int(model.config["dim"]), float(FPS), first_time_s=0.5 / FPS,
+                                params=(("weights_sha256", self.sha256), ("provenance", self.label),
+                                        ("config", json.dumps(model.config, sort_keys=True))))
+
+    @property
+    def model(self):
+        if self.sha256 not in _AVE_MODELS:
+            from lipspace.av.sync import load
+
+            _AVE_MODELS[self.sha256] = load(self.path)
+        return _AVE_MODELS[self.sha256]
+
+    def compute(self, audio: np.ndarray) -> np.ndarray:
+        model = self.model
+        mel = MelBackend(n_mels=int(model.config["n_mels"])).compute(audio)
+        n_frames = int(len(audio) * FPS / SAMPLE_RATE) + 1  # every frame the audio reaches, a partial last one too
+        return model.encode_audio_clip(mel, n_frames).numpy().astype(np.float32)
+
+    def metadata(self) -> dict:
+        return {**super().metadata(), "weights": str(self.path), "weights_sha256": self.sha256,
+                "provenance": self.provenance, "label": self.label}
+
+
+def ave_label(provenance: dict) -> str:
+    """One line for reports: how the AVE weights were trained, always saying they are not SyncTalk's own."""
+    from lipspace.av.sync import NOT_OFFICIAL
+
+    text = str(provenance.get("weights", "locally trained lipspace AVE (no provenance recorded)"))
+    return text if NOT_OFFICIAL in text else f"{text} ({NOT_OFFICIAL})"
+
+
+BACKENDS = {"mel": MelBackend, "mfcc": MfccBackend, "ave": AveBackend}
 # "phones" (lipspace.audio.phones.PhoneBackend) and "deepspeech" (lipspace.audio.deepspeech.DeepSpeechBackend)
 # subclass AudioBackend above and add themselves to BACKENDS when imported; importing them here completes the
 # registry whichever module is imported first (a `from ... import` here would fail when they are imported first).
@@ -146,7 +218,8 @@ def read_audio(path: str | Path) -> np.ndarray:
 
 def dataset_features(root: str | Path, backend: AudioBackend) -> np.ndarray:
     """Features of ``<root>/audio.wav``, cached as ``<root>/features/<backend>-<key>.npy`` (recomputed when the
-    audio file changes: its size and mtime are part of the cache name)."""
+    audio file changes: its size and mtime are part of the cache name) with ``<backend>-<key>.json`` beside it
+    holding ``backend.metadata()``."""
     root = Path(root)
     wav = root / "audio.wav"
     st = wav.stat() if wav.is_file() else None
@@ -162,6 +235,8 @@ def dataset_features(root: str | Path, backend: AudioBackend) -> np.ndarray:
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
         np.save(tmp, feats)
         os.replace(tmp, path)
+        # what the array is (spec, and e.g. the AVE weights' provenance), for reports reading the cache
+        path.with_suffix(".json").write_text(json.dumps(backend.metadata(), indent=2, default=str))
     except OSError:
         pass  # a read-only dataset: features are simply recomputed next time
     return feats
@@ -177,5 +252,5 @@ def check_feature_dim(backend: AudioBackend, expected: int, who: str) -> None:
     """One clear line at start-up when a conditioner's configured audio width differs from the backend's."""
     if backend.dim != expected:
         raise LipspaceError(f"{who} expects audio features of width {expected}, but backend '{backend.name}' gives "
-                            f"{backend.dim} per frame; set the conditioner's audio_dim to {backend.dim} or pick a "
-                            f"backend of width {expected}")
+                            f"{backend.dim} per frame; set its declared width (e.g. conditioner.inputs.audio) to "
+                            f"{backend.dim} or pick a backend of width {expected}")

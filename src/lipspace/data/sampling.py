@@ -67,9 +67,10 @@ class RayBatches(IterableDataset):
         rays_o, rays_d = camera_rays(clip.pose[fidx], clip.intrinsics, u, v)
         near, far, _ = sphere_near_far(rays_o, rays_d, self.center, self.radius)
         target = self._frames_flat[fidx[:, None], pix].float() / 255.0  # [F, per, 3]
+        ray_class = self._parsing_flat[fidx[:, None], pix].long()  # [F, per]: region attention masking loss
         bg = clip.background.reshape(-1, 3)[pix]
         if clip.gt_background_classes:
-            gt = self._gt_lut[self._parsing_flat[fidx[:, None], pix].long()]
+            gt = self._gt_lut[ray_class]
             bg = torch.where(gt[..., None], target, bg)
         return {
             "frame_idx": fidx,
@@ -81,6 +82,7 @@ class RayBatches(IterableDataset):
             "far": far.reshape(-1),
             "target": target.reshape(-1, 3),
             "bg": bg.reshape(-1, 3),
+            "ray_class": ray_class.reshape(-1),  # parsing class of each ray's pixel (PARSING_CLASSES)
         }
 
     def _draw_hitting(self, fidx: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:

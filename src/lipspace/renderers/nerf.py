@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -37,7 +38,11 @@ class NeRFRenderer(nn.Module):
         eval_chunk_rays: int = 4096,
         compile: bool = False,
         train_chunk_rays: int | None = None,
+        regions=None,
     ):
+        """``regions``: column ranges of the condition with region attention (``[(name, start, stop)]``, from a
+        conditioner that declares them); the fields gate them per point and the outputs gain ``region_att``
+        (and ``region_att_coarse``) [R, n_regions]: each region's gate magnitude composited along the ray."""
         super().__init__()
         if n_coarse < 3 and n_fine > 0:
             raise ValueError(f"NeRFRenderer needs n_coarse >= 3 to place fine samples, got {n_coarse}")
@@ -47,6 +52,12 @@ class NeRFRenderer(nn.Module):
         self.perturb = perturb
         self.raw_noise_std = raw_noise_std
         self.eval_chunk_rays = eval_chunk_rays
+        if regions:
+            from lipspace.renderers.fields.region_attention import normalise_regions
+
+            regions = normalise_regions(regions, cond_dim)
+            field = functools.partial(field, regions=regions)
+        self.regions = tuple(regions) if regions else ()
         self.coarse = field(cond_dim=cond_dim)
         self.fine = field(cond_dim=cond_dim) if n_fine > 0 else None
         if train_chunk_rays is None:
@@ -62,11 +73,14 @@ class NeRFRenderer(nn.Module):
     def _render_pass(self, field_fn, rays_o, rays_d, t_vals, cond, bg) -> Outputs:
         """Evaluate one field on the real samples of t_vals (the last is the background) and composite."""
         pts = rays_o[:, None, :] + rays_d[:, None, :] * t_vals[:, :-1, None]
-        rgb, sigma = field_fn(pts, rays_d, cond)
+        rgb, sigma, *att = field_fn(pts, rays_d, cond)
         if self.training and self.raw_noise_std > 0:
             # NeRF's density noise; applied to the activated sigma, so it also re-clamps at 0.
             sigma = torch.relu(sigma + torch.randn_like(sigma) * self.raw_noise_std)
-        return composite_real(rgb, sigma, t_vals, bg)
+        out = composite_real(rgb, sigma, t_vals, bg)
+        if att:  # region attention magnitudes rendered with the volume weights (SyncTalk's facial-aware masking)
+            out["region_att"] = torch.einsum("rs,rsk->rk", out["weights"][:, :-1], att[0])
+        return out
 
     def forward(self, rays_o, rays_d, near, far, cond, bg) -> Outputs:
         """rays_o/rays_d [R,3] (unit d), near/far [R], cond [R,C], bg [R,3] -> rgb, rgb_coarse [R,3], depth, acc [R]."""
@@ -77,13 +91,15 @@ class NeRFRenderer(nn.Module):
         t_coarse = stratified_samples(near, far, self.n_coarse, perturb)
         coarse = self._render_pass(coarse_fn, rays_o, rays_d, t_coarse, cond, bg)
         if fine_fn is None:
-            return {"rgb": coarse["rgb"], "rgb_coarse": coarse["rgb"], "depth": coarse["depth"], "acc": coarse["acc"]}
+            out = {"rgb": coarse["rgb"], "rgb_coarse": coarse["rgb"], "depth": coarse["depth"], "acc": coarse["acc"]}
+            return _with_region_att(out, coarse, coarse)
         mids = 0.5 * (t_coarse[:, 1:] + t_coarse[:, :-1])
         # weights[:, 1:-1]: NeRF drops the first real sample and (here) the background sample from the pdf.
         t_importance = sample_pdf(mids, coarse["weights"][:, 1:-1], self.n_fine, deterministic=not perturb)
         t_all = torch.sort(torch.cat([t_coarse, t_importance], dim=-1), dim=-1).values
         fine = self._render_pass(fine_fn, rays_o, rays_d, t_all, cond, bg)
-        return {"rgb": fine["rgb"], "rgb_coarse": coarse["rgb"], "depth": fine["depth"], "acc": fine["acc"]}
+        out = {"rgb": fine["rgb"], "rgb_coarse": coarse["rgb"], "depth": fine["depth"], "acc": fine["acc"]}
+        return _with_region_att(out, fine, coarse)
 
     @torch.no_grad()
     def render_chunked(self, rays_o, rays_d, near, far, cond, bg) -> Outputs:
@@ -141,6 +157,12 @@ class NeRFRenderer(nn.Module):
         result = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
         result["loss"] = torch.stack(losses).sum()
         return result
+
+
+def _with_region_att(out: Outputs, fine: Outputs, coarse: Outputs) -> Outputs:
+    if "region_att" in fine:
+        out["region_att"], out["region_att_coarse"] = fine["region_att"], coarse["region_att"]
+    return out
 
 
 def mse_chunk_loss(target: torch.Tensor, coarse_weight: float = 1.0) -> ChunkLoss:

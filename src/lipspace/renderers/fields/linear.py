@@ -136,6 +136,16 @@ class TorchLinearOps:
         return torch.relu(y) if relu else y
 
     @staticmethod
+    def cat_features(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """[N, Ka], [N, Kb] -> [N, Ka + Kb]."""
+        return torch.cat([a, b], dim=1)
+
+    @staticmethod
+    def mul_ray(h: torch.Tensor, ray_term: torch.Tensor) -> torch.Tensor:
+        """h [N, K] times a per-ray factor ray_term [R, K] (N = R * S samples, ray-major)."""
+        return (h.view(ray_term.shape[0], -1, h.shape[-1]) * ray_term[:, None, :]).view(h.shape)
+
+    @staticmethod
     def split_head(h, weight, ray_term) -> tuple[torch.Tensor, torch.Tensor]:
         """y = h W^T + ray_term -> (y's first feature [N], relu of the others)."""
         y = TorchLinearOps.linear(h, weight, ray_term=ray_term)
@@ -157,6 +167,15 @@ class OneDNNLinearOps:
     def linear(h, weight, bias=None, ray_term=None, extra=None, relu: bool = False) -> torch.Tensor:
         extra = None if extra is None else extra.contiguous()
         return _FeatureMajorLinear.apply(h.contiguous(), weight.contiguous(), bias, ray_term, extra, relu)
+
+    @staticmethod
+    def cat_features(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.cat([a, b], dim=0)
+
+    @staticmethod
+    def mul_ray(h: torch.Tensor, ray_term: torch.Tensor) -> torch.Tensor:
+        """h [K, N] (feature-major) times a per-ray factor ray_term [R, K]."""
+        return (h.view(h.shape[0], ray_term.shape[0], -1) * ray_term.t()[:, :, None]).view(h.shape)
 
     @staticmethod
     def split_head(h, weight, ray_term) -> tuple[torch.Tensor, torch.Tensor]:
