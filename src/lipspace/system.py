@@ -217,11 +217,23 @@ class TalkingHeadSystem(L.LightningModule):
             if hasattr(logger, "log_image"):
                 logger.log_image("val/gt_vs_render", [img], step=self.global_step)
 
+    def param_groups(self) -> list[dict]:
+        """One group of every parameter, unless the renderer gives some of its own a separate rate
+        (``renderer.param_groups(lr)``, e.g. the tri-plane's hash tables at ``lr_grid``): then the conditioner's
+        parameters join the renderer's groups. (One group keeps checkpoints of one-group runs resumable.)"""
+        lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        groups = self.renderer.param_groups(lr) if hasattr(self.renderer, "param_groups") and lr else []
+        if len(groups) <= 1:
+            return [{"params": list(self.parameters())}]
+        groups[-1] = {**groups[-1], "params": list(self.conditioner.parameters()) + list(groups[-1]["params"])}
+        return groups
+
     def configure_optimizers(self):
-        opt = self.optimizer_factory(params=self.parameters())
+        opt = self.optimizer_factory(params=self.param_groups())
         steps = self.decay_steps or max(int(self.trainer.max_steps), 1)
-        lr0 = opt.param_groups[0]["lr"]
+        lr0 = getattr(self.optimizer_factory, "keywords", {}).get("lr") or opt.param_groups[-1]["lr"]
         ratio = self.lr_final / lr0
-        # exponential decay lr0 -> lr_final over `steps`, then held
+        # exponential decay lr0 -> lr_final over `steps`, then held; every group (e.g. hash tables at their own
+        # rate) decays by the same factor
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: ratio ** (min(s, steps) / steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

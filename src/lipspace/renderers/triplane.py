@@ -31,15 +31,16 @@ class TriPlaneRenderer(nn.Module):
         false`` to evaluate every sample; ``lr_grid``: learning rate of the hash tables (SyncTalk: 1e-2 with
         1e-3 for the MLPs), used by ``param_groups``; None keeps the optimiser's single rate."""
         super().__init__()
-        if regions:
-            raise LipspaceError("the tri-plane renderer has no region attention yet; use renderer=mlp with a "
-                                "conditioner that declares regions (blendshape_av), or field.cond_mode=attention")
         if n_samples < 2:
             raise LipspaceError(f"TriPlaneRenderer needs n_samples >= 2, got {n_samples}")
         self.cond_dim, self.n_samples, self.perturb = cond_dim, n_samples, perturb
         self.eval_chunk_rays, self.lr_grid = eval_chunk_rays, lr_grid
-        self.regions = ()
-        self.field = field(cond_dim=cond_dim)
+        if regions:  # region attention gated by the point's tri-plane features (SyncTalk)
+            from lipspace.renderers.fields.region_attention import normalise_regions
+
+            regions = normalise_regions(regions, cond_dim)
+        self.regions = tuple(regions) if regions else ()
+        self.field = field(cond_dim=cond_dim, regions=self.regions) if self.regions else field(cond_dim=cond_dim)
         occ = dict(occupancy or {})
         self.occupancy_enabled = bool(occ.pop("enabled", occupancy is not None))
         self.update_every = int(occ.pop("update_every", 16))
@@ -114,14 +115,19 @@ class TriPlaneRenderer(nn.Module):
         ray_idx, sample_idx = torch.nonzero(keep, as_tuple=True)
         rgb = pts.new_zeros(n_rays, self.n_samples, 3)
         sigma = pts.new_zeros(n_rays, self.n_samples)
+        att = pts.new_zeros(n_rays, self.n_samples, len(self.regions)) if self.regions else None
         if len(ray_idx):
-            rgb_k, sigma_k = self.field(x01[ray_idx, sample_idx], rays_d, cond, ray_idx)
+            rgb_k, sigma_k, *att_k = self.field(x01[ray_idx, sample_idx], rays_d, cond, ray_idx)
             rgb = rgb.index_put((ray_idx, sample_idx), rgb_k)
             sigma = sigma.index_put((ray_idx, sample_idx), sigma_k)
+            if att is not None:
+                att = att.index_put((ray_idx, sample_idx), att_k[0])
         if self.training and cond is not None and self.grid is not None:
             self._recent_cond = torch.unique(cond.detach(), dim=0)[:8]
         out = composite_real(rgb, sigma, t_vals, bg)
-        out.pop("weights")
+        weights = out.pop("weights")
+        if att is not None:  # each region's gate magnitude rendered along the ray (SyncTalk's masking loss)
+            out["region_att"] = torch.einsum("rs,rsk->rk", weights[:, :-1], att)
         out["kept_fraction"] = keep.float().mean().expand(n_rays)
         return out
 

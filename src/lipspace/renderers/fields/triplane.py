@@ -4,6 +4,10 @@ colour, the condition entering per point by concatenation or gated by attention.
     enc = TriPlaneHash(x in [0, 1]^3)                                  [N, 3 L F]
     c_x = c                     (cond_mode="concat")
         = c * sigmoid(A enc)    (cond_mode="attention": ER-NeRF's channel attention aud_ch_att(enc_x))
+    regions (declared by the conditioner, e.g. SyncTalk's lip / upper-face codes): each region's columns are
+        gated by their own a_r = sigmoid(MLP_r(enc)) (SyncTalk: enc_a * aud_ch_att(enc_x), enc_e * eye_att(enc_x)),
+        the other columns follow cond_mode; the per-point gate magnitude of each region is returned for the
+        masking loss (fields/region_attention.py, system.region_loss).
     h = MLP_sigma([enc, c_x]) -> sigma = softplus / exp-activated h_0, geo = h_1..
     rgb = sigmoid(MLP_color([geo, PE(d)]))
 
@@ -38,7 +42,7 @@ class TriPlaneField(nn.Module):
     def __init__(self, cond_dim: int, n_levels: int = 14, n_features: int = 1, log2_table: int = 16,
                  base_res: int = 16, finest_res: int = 512, hidden: int = 64, sigma_layers: int = 3,
                  geo_dim: int = 15, color_layers: int = 2, dir_freqs: int = 4, cond_mode: str = "concat",
-                 density_activation: str = "softplus"):
+                 density_activation: str = "softplus", regions=None, region_att_hidden: int = 32):
         super().__init__()
         if cond_mode not in COND_MODES:
             raise LipspaceError(f"TriPlaneField cond_mode must be one of {COND_MODES}, got {cond_mode!r}")
@@ -55,40 +59,66 @@ class TriPlaneField(nn.Module):
         self.sigma_in = nn.Linear(e, first_out)
         self.cond_in = nn.Linear(cond_dim, first_out, bias=False) if cond_dim else None
         self.att = nn.Linear(e, cond_dim) if cond_dim and cond_mode == "attention" else None
+        self.regions = ()
+        if regions:
+            from lipspace.renderers.fields.region_attention import normalise_regions
+
+            self.regions = normalise_regions(regions, cond_dim)
+            cols = torch.cat([torch.arange(a, b) for _, a, b in self.regions])
+            keep = torch.ones(cond_dim, dtype=torch.bool)
+            keep[cols] = False
+            self.register_buffer("region_cols", cols, persistent=False)
+            self.register_buffer("ray_cols", torch.nonzero(keep).squeeze(1), persistent=False)
+            self.region_gate = nn.Sequential(nn.Linear(e, region_att_hidden), nn.ReLU(inplace=True),
+                                             nn.Linear(region_att_hidden, len(cols)))
+            self.region_sizes = [b - a for _, a, b in self.regions]
         self.sigma_rest = _mlp(hidden, hidden, 1 + geo_dim, sigma_layers - 1) if sigma_layers > 1 else None
         self.color = _mlp(geo_dim + self.dir_enc.out_dim, hidden, 3, color_layers)
 
     def encode(self, x01: torch.Tensor) -> torch.Tensor:
         return self.encoding(x01)
 
-    def _trunk(self, enc: torch.Tensor, c: torch.Tensor | None, ray_idx: torch.Tensor | None) -> torch.Tensor:
+    def _trunk(self, enc: torch.Tensor, c: torch.Tensor | None, ray_idx: torch.Tensor | None):
+        """(trunk output [N, 1 + geo], per-point region gate magnitudes [N, n_regions] or None)."""
         h = self.sigma_in(enc)
+        mags = None
         if self.cond_in is not None:
             if c is None:
                 raise LipspaceError(f"TriPlaneField built for cond_dim={self.cond_dim} got no condition")
-            if self.att is None:  # concat: per-ray term, gathered per point
-                h = h + self.cond_in(c)[ray_idx]
-            else:
-                h = h + self.cond_in(c[ray_idx] * torch.sigmoid(self.att(enc)))
+            w = self.cond_in.weight
+            if self.regions:  # region columns gated per point, the others per ray (or by cond_mode attention)
+                gates = torch.sigmoid(self.region_gate(enc))
+                h = h + (c[ray_idx][:, self.region_cols] * gates) @ w[:, self.region_cols].t()
+                mags = torch.stack([g.mean(-1) for g in gates.split(self.region_sizes, -1)], -1)
+                c, w = c[:, self.ray_cols], w[:, self.ray_cols]
+            if c.shape[-1]:
+                if self.att is None:  # concat: per-ray term, gathered per point
+                    h = h + (c @ w.t())[ray_idx]
+                else:
+                    att = torch.sigmoid(self.att(enc))
+                    if self.regions:
+                        att = att[:, self.ray_cols]
+                    h = h + (c[ray_idx] * att) @ w.t()
         if self.sigma_rest is not None:
             h = self.sigma_rest(F.relu(h))
-        return h
+        return h, mags
 
     def _sigma(self, raw: torch.Tensor) -> torch.Tensor:
         return F.softplus(raw) if self.density_activation == "softplus" else torch.exp(raw.clamp(max=15.0))
 
     def density(self, x01: torch.Tensor, c: torch.Tensor | None, ray_idx: torch.Tensor | None) -> torch.Tensor:
         """sigma [N] at points x01 [N, 3] (in [0, 1]^3), condition c [R, C] of their rays ray_idx [N]."""
-        return self._sigma(self._trunk(self.encode(x01), c, ray_idx)[:, 0])
+        return self._sigma(self._trunk(self.encode(x01), c, ray_idx)[0][:, 0])
 
     def forward(self, x01: torch.Tensor, d: torch.Tensor, c: torch.Tensor | None,
-                ray_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x01 [N, 3] in [0, 1]^3, d [R, 3] unit directions, c [R, C], ray_idx [N] -> rgb [N, 3], sigma [N]."""
+                ray_idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x01 [N, 3] in [0, 1]^3, d [R, 3] unit directions, c [R, C], ray_idx [N] -> rgb [N, 3], sigma [N]
+        (+ region gate magnitudes [N, n_regions] when the field has regions)."""
         if self.cond_dim and (c is None or c.shape[-1] != self.cond_dim):
             raise LipspaceError(f"TriPlaneField expects c [R, {self.cond_dim}], got "
                                 f"{None if c is None else tuple(c.shape)}")
-        h = self._trunk(self.encode(x01), c, ray_idx)
+        h, mags = self._trunk(self.encode(x01), c, ray_idx)
         sigma = self._sigma(h[:, 0])
         dir_term = self.dir_enc(d)[ray_idx]
         rgb = torch.sigmoid(self.color(torch.cat([h[:, 1:], dir_term], -1)))  # raw geo features, as ER-NeRF
-        return rgb, sigma
+        return (rgb, sigma) if mags is None else (rgb, sigma, mags)
