@@ -132,13 +132,14 @@ def test_unknown_asset():
 
 def test_known_assets_registry():
     assert set(KNOWN_ASSETS) == {"face_landmarker.task", "selfie_segmenter.tflite", "hair_segmenter_derived.tflite",
-                                 "ict_face_light.npz"}
+                                 "ict_face_light.npz", "lpips_alex_v0.1.pth"}
     for a in KNOWN_ASSETS.values():
         assert len(a.sha256) == 64 and int(a.sha256, 16) >= 0
         assert a.url is None or (a.url.startswith("https://storage.googleapis.com/mediapipe-models/")
                                  and a.url.endswith(a.name))
     assert KNOWN_ASSETS["hair_segmenter_derived.tflite"].url is None
     assert KNOWN_ASSETS["ict_face_light.npz"].url is None  # converted from ICT-FaceKit's OBJ files
+    assert KNOWN_ASSETS["lpips_alex_v0.1.pth"].url is None  # combined file; lipspace.eval.lpips builds it otherwise
 
 
 def test_hash_is_cached_by_path_size_mtime(tmp_path, monkeypatch):

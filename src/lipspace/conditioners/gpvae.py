@@ -128,3 +128,29 @@ class PoseBlinkGPVAE(nn.Module):
         z = sample_gp(a.shape[0], a.shape[1], self.latent_dim, self.length_scale, self.sigma,
                       generator=generator).to(a)
         return self.decode(z, a, y0)
+
+
+def consecutive_starts(frames, seq: int) -> list[int]:
+    """Start frames of every window of ``seq`` consecutive frames all in the sorted index array ``frames``."""
+    return [int(frames[k]) for k in range(len(frames) - seq + 1) if frames[k + seq - 1] - frames[k] == seq - 1]
+
+
+def fit_gpvae(model: PoseBlinkGPVAE, y: torch.Tensor, a: torch.Tensor, frames, seq: int, steps: int, batch: int,
+              seed: int = 0, lr: float = 1e-3) -> dict:
+    """Adam on random windows of ``seq`` consecutive frames of ``frames`` (e.g. the training frames) of whole-clip
+    sequences y [N, y_dim] and audio a [N, audio_dim]; returns the last {"loss", "recon", "kl"}."""
+    starts = consecutive_starts(frames, seq)
+    if not starts:
+        raise LipspaceError(f"GP-VAE: no run of {seq} consecutive frames to train on; use a shorter sequence length")
+    starts = torch.as_tensor(starts)
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    out = {}
+    for _ in range(steps):
+        rows = starts[torch.randint(0, len(starts), (batch,), generator=g)][:, None] + torch.arange(seq)[None]
+        out = model.loss(y[rows], a[rows])
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    return {k: v.item() for k, v in out.items()}

@@ -63,6 +63,17 @@ def expression_error(conditioner, inputs: dict) -> float:
     return float(((pred - inputs["expr"]) ** 2).mean())
 
 
+def motion_metrics(conditioner, held: Clip, seed: int) -> dict:
+    """Head motion and blinks generated from the utterance's audio, starting from its first ground-truth pose
+    (``conditioner.generate_motion``), against its ground-truth tracks: D-Rot (deg), D-Pos (head units, cm) and
+    blinks per second of both (definitions: lipspace.eval.motion)."""
+    from lipspace.eval.motion import motion_report
+
+    audio = held.track(next(iter(conditioner.audio_inputs)))
+    poses, blink = conditioner.generate_motion(audio, held.pose[0], seed)
+    return motion_report(poses, held.pose, blink, held.tracks["blink"], held.meta["fps"])
+
+
 def mean_frame(clip: Clip, idx: np.ndarray) -> torch.Tensor:
     return clip.frames[torch.as_tensor(idx)].float().mean(0) / 255.0
 
@@ -128,8 +139,11 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
                              video_path=out_dir / f"heldout_{name}_audio.mp4" if videos else None,
                              strip_path=out_dir / f"heldout_{name}_audio_strip.png" if videos else None,
                              downscale=downscale)
-                row["expr_mse"] = expression_error(system.conditioner, inputs)
+                if "expr" in inputs:
+                    row["expr_mse"] = expression_error(system.conditioner, inputs)
             results.append({"eval_set": f"heldout/{name}", "driver": "audio", **row})
+        if hasattr(system.conditioner, "generate_motion"):  # generated head motion / blinks: on the audio row
+            results[-1].update(motion_metrics(system.conditioner, held, int(cfg.seed)))
     if not results:
         raise LipspaceError(f"{clip.root}: nothing to evaluate (no held-out tail: data.test_fraction=0, and no "
                             "held-out utterances). Set data.test_fraction > 0.")

@@ -25,10 +25,27 @@ def pose_playback(indices: np.ndarray, n: int) -> np.ndarray:
     return cycle[np.arange(n) % len(cycle)]
 
 
-def render_from_audio(system, dm, wav: Path, out_path) -> Path:
+def posed_playback(clip, indices: np.ndarray, poses):
+    """A view of ``clip`` whose frame k has background / ground-truth torso of frame ``indices[k]`` and head pose
+    ``poses[k]`` (generated head motion); frames are copied, so memory grows with the length."""
+    import copy
+
+    import torch
+
+    view = copy.copy(clip)
+    idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+    view.frames, view.parsing, view.pose = clip.frames[idx], clip.parsing[idx], poses.to(clip.pose)
+    view.meta = {**clip.meta, "n_frames": len(indices)}
+    view.tracks = {}
+    return view
+
+
+def render_from_audio(system, dm, wav: Path, out_path, seed: int = 0) -> Path:
     """Drive by a new audio file: audio inputs computed from the wav; head poses and background played back from
     the training clip's held-out tail (the whole clip when it has no tail); other inputs must be predictable from
-    the audio (e.g. LipNeRF's audio -> expression regressor), otherwise this is a clear error."""
+    the audio (e.g. LipNeRF's audio -> expression regressor), otherwise this is a clear error. A conditioner with
+    ``generate_motion`` (lipblink) generates the head poses from the audio (seeded, starting at the first playback
+    pose) instead; background and ground-truth torso still come from the playback frames."""
     import torch
 
     from lipspace.audio.inputs import wav_frames, wav_track
@@ -47,7 +64,11 @@ def render_from_audio(system, dm, wav: Path, out_path) -> Path:
                   for name, spec in cond.audio_inputs.items()}
         for name in cond.inputs:  # placeholders the conditioner predicts from the audio (driving_by_audio)
             inputs.setdefault(name, torch.zeros(n, cond.inputs[name]))
-        for _, pred, _ in render_sequence(cond, system.renderer, dm.clip, inputs, None, indices=indices):
+        clip = dm.clip
+        if hasattr(cond, "generate_motion"):
+            poses, _ = cond.generate_motion(inputs[next(iter(cond.audio_inputs))], clip.pose[indices[0]], seed)
+            clip, indices = posed_playback(clip, indices, poses), np.arange(n)
+        for _, pred, _ in render_sequence(cond, system.renderer, clip, inputs, None, indices=indices):
             frames.append(to_uint8(pred))
     return write_video(np.stack(frames), Path(out_path), audio_path=wav)
 
@@ -60,7 +81,8 @@ def render(run_dir, driver: str = "heldout/utt_00", out: str | None = None, ckpt
     cfg, dm, system, _ = load_run(run_dir, ckpt)
     clip = dm.clip
     if Path(driver).suffix.lower() in AUDIO_SUFFIXES:
-        return render_from_audio(system, dm, Path(driver), out or run_dir / "render" / f"{Path(driver).stem}.mp4")
+        return render_from_audio(system, dm, Path(driver), out or run_dir / "render" / f"{Path(driver).stem}.mp4",
+                                 seed=int(cfg.seed))
     offset = 0.0
     if driver == "test_tail":
         seq, indices, fidx = clip, dm.split.test, dm.split.test

@@ -74,7 +74,8 @@ def run_info(cfg: DictConfig, choices: dict | None = None) -> dict:
 # Lightning warnings that do not apply here: ray batches are made in-process (no workers), and checkpoints
 # holding the post-step state are exactly what a resumed run needs.
 _IGNORED_WARNINGS = (".*IterableDataset.*has .__len__. defined.*", "Using ModelCheckpoint with manual optimization.*",
-                     ".*does not have many workers.*", ".*LeafSpec.*is deprecated.*")
+                     ".*does not have many workers.*", ".*LeafSpec.*is deprecated.*",
+                     ".*module\(s\) in eval mode.*")  # conditioners freeze pre-trained parts in eval mode
 
 
 def train(cfg: DictConfig, output_dir: str | Path, choices: dict | None = None) -> dict:
