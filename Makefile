@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipspace-installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install demo test test-slow test-all bench bench-prep bench-renderer lint clean
+.PHONY: help install demo test test-slow test-all bench bench-prep bench-renderer bench-hashgrid bench-triplane study-spaces lint clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
@@ -37,6 +37,15 @@ bench: $(STAMP)  ## print training throughput, preprocessing frames/s per stage 
 	$(PY) benchmarks/bench_renderer.py $(ARGS)
 	$(PY) benchmarks/bench_prep.py
 	$(PY) benchmarks/bench_demo.py
+
+bench-hashgrid: $(STAMP)  ## hash-encoding points/s fwd+bwd (2^18 points, L=16, F=2, T=2^19) vs a nerfstudio-style torch baseline
+	$(PY) benchmarks/bench_hashgrid.py $(ARGS)
+
+bench-triplane: $(STAMP)  ## MLP vs tri-plane renderer: time to quality, training rays/s, render fps (synthetic clip)
+	$(PY) benchmarks/bench_triplane.py $(ARGS)
+
+study-spaces: $(STAMP)  ## the conditioning-space table: every preset x 3 seeds at budget=tiny (ARGS for overrides)
+	$(PY) studies/conditioning_spaces.py $(ARGS)
 
 bench-prep: $(STAMP)  ## preprocessing frames/s per stage and overall on the 71 s anchor clip
 	$(PY) benchmarks/bench_prep.py $(ARGS)

@@ -21,7 +21,7 @@ import pandas as pd
 METRICS = ["psnr", "mouth_psnr", "ssim", "baseline_mean_frame_psnr", "baseline_mean_frame_mouth_psnr"]
 
 
-def run_one(preset: str, seed: int, out: Path, extra: list[str]) -> pd.DataFrame:
+def run_one(preset: str, seed: int, out: Path, extra: list[str], eval_downscale: int = 1) -> pd.DataFrame:
     from lipspace.config import choices_from_overrides, compose_train
     from lipspace.tasks.evaluate import evaluate
     from lipspace.tasks.train import train
@@ -36,7 +36,7 @@ def run_one(preset: str, seed: int, out: Path, extra: list[str]) -> pd.DataFrame
     cfg = compose_train(overrides, str(run_dir))
     train(cfg, str(run_dir), choices_from_overrides(overrides))
     t_train = time.perf_counter() - t
-    df = evaluate(run_dir, videos=False)
+    df = evaluate(run_dir, videos=False, downscale=eval_downscale)
     df["preset"], df["train_s"] = preset, t_train
     df.to_csv(results, index=False)
     (run_dir / "DONE").write_text(f"{t_train:.1f}\n")
@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--presets", nargs="+", default=["lipnerf", "adnerf", "dfanerf", "synctalk"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--out", default="outputs/studies/conditioning_spaces")
+    ap.add_argument("--eval-downscale", type=int, default=1, help="score at 1/N resolution (recorded per row)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. trainer.max_steps=1200)")
     args = ap.parse_args()
     out = Path(args.out).resolve()
@@ -74,7 +75,7 @@ def main() -> None:
     for preset in args.presets:
         for seed in args.seeds:
             print(f"== {preset} seed {seed}", flush=True)
-            frames.append(run_one(preset, seed, out, args.overrides))
+            frames.append(run_one(preset, seed, out, args.overrides, args.eval_downscale))
             pd.concat(frames).to_csv(out / "runs.csv", index=False)
     runs = pd.concat(frames)
     table = summarise(runs)
