@@ -25,6 +25,7 @@ class Conditioner(nn.Module):
         self.inputs = {str(k): int(v) for k, v in dict(inputs).items()}
         # inputs computed from a dataset's audio (name -> lipspace.audio.inputs.AudioInput); set by subclasses
         self.audio_inputs: dict = {}
+        self._drive_by_audio = False  # True inside driving_by_audio()
         self._out_dim = out_dim
         self.proj: nn.Module = nn.Identity()
 
@@ -71,15 +72,22 @@ class Conditioner(nn.Module):
         """Whether a new audio track alone can drive this conditioner (inside ``driving_by_audio()``)."""
         return self.audio_only()
 
+    # how to make a conditioner that cannot be driven by audio drivable (subclasses say, e.g. a config switch)
+    audio_drive_hint = "use an audio conditioner or drive it with a dataset directory"
+
     @contextmanager
     def driving_by_audio(self):
-        """Within this block, inputs that do not come from the audio are predicted from it (subclasses that can,
-        override); audio-only conditioners need nothing."""
+        """Within this block ``self._drive_by_audio`` is True: ``prepare_sequence`` then predicts the inputs that
+        do not come from the audio (subclasses that can drive so override ``can_drive_by_audio``)."""
         if not self.can_drive_by_audio():
             raise LipspaceError(f"conditioner '{self.name}' cannot be driven by audio alone (its inputs "
-                                f"{sorted(set(self.inputs) - set(self.audio_inputs))} come from face tracks); use an "
-                                f"audio conditioner or drive it with a dataset directory")
-        yield self
+                                f"{sorted(set(self.inputs) - set(self.audio_inputs))} come from face tracks); "
+                                f"{self.audio_drive_hint}")
+        self._drive_by_audio = True
+        try:
+            yield self
+        finally:
+            self._drive_by_audio = False
 
     def prepare(self, clip, train_idx) -> None:
         """Stage-wise pre-training that must precede the NeRF (e.g. DFA-NeRF's landmark autoencoder, its

@@ -28,8 +28,6 @@ conversational rate) lasting ``len(BLINK_PROFILE)`` frames (0.2 s), eyeBlink ris
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 from torch import nn
@@ -102,7 +100,6 @@ class BlendshapeAVConditioner(Conditioner):
         self.register_buffer("neutral_upper", torch.zeros(len(self.upper_face)))
         self.register_buffer("blink_peak", torch.zeros(len(self.upper_face)))
         self.register_buffer("prepared", torch.tensor(False))
-        self._drive_by_audio = False
 
     @property
     def raw_dim(self) -> int:
@@ -118,15 +115,6 @@ class BlendshapeAVConditioner(Conditioner):
 
     def can_drive_by_audio(self) -> bool:
         return True
-
-    @contextmanager
-    def driving_by_audio(self):
-        """Within this block, prepare_sequence replaces the blendshapes by the neutral face + blink schedule."""
-        self._drive_by_audio = True
-        try:
-            yield self
-        finally:
-            self._drive_by_audio = False
 
     def upper_face_schedule(self, n_frames: int, fps: float = 25.0) -> torch.Tensor:
         """[n_frames, 7]: the neutral upper face with a blink every ``blink_period_s`` (first at half a period)."""

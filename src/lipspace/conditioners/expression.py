@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
 from scipy.signal import savgol_filter
@@ -49,7 +47,6 @@ class ExpressionConditioner(Conditioner):
         self.register_buffer("seen", torch.zeros(n_frames, dtype=torch.bool))
         self.audio_map = None
         self._aux = None
-        self._drive_by_audio = False
         if audio:
             spec = AudioInput.of(audio)
             self.audio_inputs = {"audio": spec}
@@ -74,20 +71,11 @@ class ExpressionConditioner(Conditioner):
             return self.latents(frame_idx)  # reconstruction of a training frame
         return self.mean_latent().expand(n, -1)
 
+    audio_drive_hint = ("it has no audio -> expression regressor; set conditioner.audio (e.g. experiment=lipnerf "
+                        "sets it)")
+
     def can_drive_by_audio(self) -> bool:
         return self.audio_map is not None
-
-    @contextmanager
-    def driving_by_audio(self):
-        """Within this block, prepare_sequence predicts the expressions from the sequence's audio."""
-        if self.audio_map is None:
-            raise LipspaceError("conditioner 'expression' cannot be driven by audio alone: it has no audio -> "
-                                "expression regressor; set conditioner.audio (e.g. experiment=lipnerf sets it)")
-        self._drive_by_audio = True
-        try:
-            yield self
-        finally:
-            self._drive_by_audio = False
 
     def predict_expr(self, audio: torch.Tensor) -> torch.Tensor:
         return self.audio_map(audio)

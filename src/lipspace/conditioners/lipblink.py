@@ -157,7 +157,6 @@ class LipBlinkConditioner(Conditioner):
             self.register_buffer(name, torch.zeros(n) if "mean" in name else torch.ones(n))
         self.register_buffer("prepared", torch.tensor(False))
         self.prepare_info: dict = {}
-        self._drive_by_audio = False
         self._freeze()
         self._build_projection()
 
@@ -220,14 +219,6 @@ class LipBlinkConditioner(Conditioner):
 
     def can_drive_by_audio(self) -> bool:
         return True
-
-    @contextmanager
-    def driving_by_audio(self):
-        self._drive_by_audio = True
-        try:
-            yield self
-        finally:
-            self._drive_by_audio = False
 
     def prepare_sequence(self, inputs):
         if not self._drive_by_audio:
