@@ -5,6 +5,7 @@ PSNR / SSIM. Nothing method-specific lives here."""
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -49,7 +50,8 @@ def region_spec(conditioner) -> dict:
 class TalkingHeadSystem(L.LightningModule):
     def __init__(self, conditioner: Conditioner, renderer, optimizer, lr_final: float = 5e-5,
                  decay_steps: int | None = None, coarse_loss_weight: float = 1.0, val_image_dir: str | None = None,
-                 train_chunk_rays: int | str | None = "auto", region_att_weight: float = 0.0):
+                 train_chunk_rays: int | str | None = "auto", region_att_weight: float = 0.0,
+                 lpips_weight: float = 0.0, lpips_start_fraction: float = 0.5, lpips_weights: str | None = None):
         """``train_chunk_rays``: run forward + backward over chunks of that many rays (same gradients as one
         backward over the batch, activations stay cache-sized: faster on CPU), when the renderer supports it;
         "auto" lets the renderer size chunks from its width; null runs one autograd pass over the batch.
@@ -58,7 +60,13 @@ class TalkingHeadSystem(L.LightningModule):
         (``{name: (slice of c, parsing classes)}``); the renderer then gates those columns per point and renders
         each region's gate magnitude along the ray; the loss adds ``region_att_weight`` x the mean over rays of
         the rendered magnitude of every region whose classes do not include the ray's pixel class (coarse and
-        fine passes, the coarse one scaled by ``coarse_loss_weight``)."""
+        fine passes, the coarse one scaled by ``coarse_loss_weight``).
+
+        ``lpips_weight``: SyncTalk's refinement stage (its eq. 13): from ``lpips_start_fraction`` of
+        ``trainer.max_steps`` on, the loss adds lpips_weight x LPIPS-alex(rendered patch, ground-truth patch) on the
+        batch's patch (``data.patch_size``). LPIPS loads from ``lpips_weights`` or the asset lookup of
+        ``lipspace.eval.lpips``; when no weights are available the stage is skipped with one warning; while it
+        runs, ``train/lpips`` is logged."""
         super().__init__()
         self.conditioner = conditioner
         regions = region_spec(conditioner)
@@ -93,6 +101,33 @@ class TalkingHeadSystem(L.LightningModule):
         self.automatic_optimization = not (train_chunk_rays and hasattr(self.renderer, "forward_backward"))
         if isinstance(train_chunk_rays, str) and train_chunk_rays != "auto":
             raise LipspaceError(f"model.train_chunk_rays={train_chunk_rays!r}: an integer, 'auto' or null.")
+        self.lpips_weight, self.lpips_start_fraction = float(lpips_weight), float(lpips_start_fraction)
+        self.lpips_weights = lpips_weights
+        self._lpips: list = []  # [module] once loaded, kept out of the state dict and the optimiser
+        self._lpips_missing = False
+        if self.lpips_weight > 0 and not self.automatic_optimization:
+            raise LipspaceError("model.lpips_weight > 0 needs one autograd pass over the batch (the patch loss does "
+                                "not split into ray chunks): set model.train_chunk_rays=null, or use renderer=triplane")
+
+    def lpips_loss(self, out, batch) -> torch.Tensor | None:
+        """LPIPS of the batch's patch once the refinement stage has started (None before, or without weights)."""
+        if self.lpips_weight <= 0 or self.global_step < self.lpips_start_fraction * self.trainer.max_steps:
+            return None
+        if "patch" not in batch:
+            raise LipspaceError("model.lpips_weight > 0 needs patches in the batches: set data.patch_size (e.g. 32)")
+        if not self._lpips and not self._lpips_missing:
+            from lipspace.eval.lpips import load_lpips
+
+            try:
+                self._lpips.append(load_lpips(self.lpips_weights).to(self.device))
+            except LipspaceError as e:
+                self._lpips_missing = True
+                warnings.warn(f"LPIPS refinement stage skipped: {e}", stacklevel=2)
+        if not self._lpips:
+            return None
+        start, p = (int(v) for v in batch["patch"])
+        to_img = lambda x: x[start:start + p * p].reshape(1, p, p, 3).permute(0, 3, 1, 2)  # noqa: E731
+        return self._lpips[0](to_img(out["rgb"]), to_img(batch["target"])).mean()
 
     # -- step-dependent behaviour goes through this one hook (warm-ups, coarse-to-fine, loss stages) --
     def on_train_batch_start(self, batch, batch_idx):
@@ -154,6 +189,10 @@ class TalkingHeadSystem(L.LightningModule):
             if self.region_att_weight > 0:
                 loss = loss + self.region_loss(out, outside, target.shape[0])
             self._log_regions(out, outside, target.shape[0])
+        lp = self.lpips_loss(out, batch)
+        if lp is not None:
+            loss = loss + self.lpips_weight * lp
+            self.log("train/lpips", lp.detach(), batch_size=target.shape[0])
         self._log_train(loss, F.mse_loss(out["rgb"].detach(), target), reg, target.shape[0])
         return loss
 

@@ -32,7 +32,7 @@ class TalkingHeadDataModule(L.LightningDataModule):
                  rays_per_batch: int = 1024, frames_per_batch: int = 4, head_fraction: float = 0.5,
                  steps_per_epoch: int = 100, val_frames: int = 2, val_downscale: int = 2, seed: int = 0,
                  synthetic: dict | None = None, gt_background_classes: tuple[int, ...] = (9,),
-                 bounds: str = "head_bounds"):
+                 bounds: str = "head_bounds", patch_size: int = 0):
         super().__init__()
         # `synthetic`: generator parameters; the dataset at `root` is generated (and cached) on first use
         self.synthetic = dict(synthetic) if synthetic else None
@@ -44,6 +44,7 @@ class TalkingHeadDataModule(L.LightningDataModule):
         self.root, self.clip_seconds, self.test_fraction = root, clip_seconds, test_fraction
         self.rays_per_batch, self.frames_per_batch, self.head_fraction = rays_per_batch, frames_per_batch, head_fraction
         self.steps_per_epoch, self.val_frames, self.val_downscale, self.seed = steps_per_epoch, val_frames, val_downscale, seed
+        self.patch_size = patch_size  # > 0: each batch also carries one patch_size^2 patch (LPIPS refinement stage)
         self.clip: Clip | None = None
         self.split: Split | None = None
         self.inputs: dict[str, int] = {}
@@ -93,7 +94,8 @@ class TalkingHeadDataModule(L.LightningDataModule):
     def train_dataloader(self):
         if self._train is None:
             self._train = RayBatches(self.clip, self.split.train, self.inputs, self.rays_per_batch,
-                                     self.frames_per_batch, self.head_fraction, self.steps_per_epoch, self.seed)
+                                     self.frames_per_batch, self.head_fraction, self.steps_per_epoch, self.seed,
+                                     self.patch_size)
         return DataLoader(self._train, batch_size=None, num_workers=0)
 
     def val_indices(self) -> np.ndarray:

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from torch.utils.data import IterableDataset
 
 from lipspace.data.clip import Clip
-from lipspace.data.schema import HEAD_CLASSES
 from lipspace.data.rays import camera_rays, full_frame_pixels, sphere_near_far
+from lipspace.data.schema import HEAD_CLASSES
+from lipspace.errors import LipspaceError
 
 
 def frame_inputs(clip: Clip, idx, inputs: dict[str, int]) -> dict[str, torch.Tensor]:
@@ -22,11 +23,15 @@ class RayBatches(IterableDataset):
     whose rays hit the bounds sphere, ``head_fraction`` of them from head-class pixels (face, hair, mouth...)."""
 
     def __init__(self, clip: Clip, train_idx: np.ndarray, inputs: dict[str, int], rays_per_batch: int,
-                 frames_per_batch: int, head_fraction: float, steps_per_epoch: int, seed: int):
+                 frames_per_batch: int, head_fraction: float, steps_per_epoch: int, seed: int, patch_size: int = 0):
         self.clip, self.train_idx, self.inputs = clip, torch.as_tensor(train_idx), inputs
         self.rays_per_batch, self.frames_per_batch = rays_per_batch, min(frames_per_batch, len(train_idx))
         self.head_fraction, self.steps_per_epoch, self.seed = head_fraction, steps_per_epoch, seed
         self.epoch = 0
+        h, w = clip.hw
+        if patch_size and not 0 < patch_size <= min(h, w):
+            raise LipspaceError(f"data.patch_size={patch_size}: must be 0 (no patch) or at most the frame size {h}x{w}")
+        self.patch_size = int(patch_size or 0)
         self.center, self.radius = clip.bounds
         n, h, w = clip.parsing.shape
         self._frames_flat = clip.frames.reshape(n, h * w, 3)
@@ -62,20 +67,39 @@ class RayBatches(IterableDataset):
             head, ok = _draw_rejection(boxes, lambda c: self._head_lut[self._parsing_flat[fidx[:, None], c].long()],
                                        n_head, g, w)
             pix[:, :n_head] = torch.where(ok[:, None], head, pix[:, :n_head])
-        rows = torch.arange(nf)[:, None]
+        batch = {"frame_idx": fidx, "inputs": frame_inputs(clip, fidx, self.inputs),
+                 "ray_frame": torch.arange(nf)[:, None].expand(nf, per).reshape(-1), **self._rays(fidx, pix)}
+        if self.patch_size:
+            # one square patch of the batch's first frame, centred on a random head pixel (SyncTalk's LPIPS patch);
+            # its rays follow the random ones: batch["patch"] = (first ray, side)
+            p = self.patch_size
+            x0, y0, x1, y1 = (int(b) for b in self._head_boxes[fidx[0]])
+            cx = int(torch.randint(x0, max(x1, x0 + 1), (1,), generator=g))
+            cy = int(torch.randint(y0, max(y1, y0 + 1), (1,), generator=g))
+            left, top = min(max(cx - p // 2, 0), w - p), min(max(cy - p // 2, 0), h - p)
+            yy, xx = torch.meshgrid(torch.arange(top, top + p), torch.arange(left, left + p), indexing="ij")
+            patch = self._rays(fidx[:1], (yy * w + xx).reshape(1, -1))
+            start = batch["rays_o"].shape[0]
+            for k, v in patch.items():
+                batch[k] = torch.cat([batch[k], v])
+            batch["ray_frame"] = torch.cat([batch["ray_frame"], torch.zeros(p * p, dtype=batch["ray_frame"].dtype)])
+            batch["patch"] = torch.tensor([start, p])
+        return batch
+
+    def _rays(self, fidx: torch.Tensor, pix: torch.Tensor) -> dict:
+        """Flat per-ray tensors for pixels ``pix`` [F, n] (flat indices) of frames ``fidx`` [F]."""
+        clip = self.clip
+        w = clip.hw[1]
         u, v = (pix % w).float(), torch.div(pix, w, rounding_mode="floor").float()
         rays_o, rays_d = camera_rays(clip.pose[fidx], clip.intrinsics, u, v)
         near, far, _ = sphere_near_far(rays_o, rays_d, self.center, self.radius)
-        target = self._frames_flat[fidx[:, None], pix].float() / 255.0  # [F, per, 3]
-        ray_class = self._parsing_flat[fidx[:, None], pix].long()  # [F, per]: region attention masking loss
+        target = self._frames_flat[fidx[:, None], pix].float() / 255.0  # [F, n, 3]
+        ray_class = self._parsing_flat[fidx[:, None], pix].long()  # [F, n]: region attention masking loss
         bg = clip.background.reshape(-1, 3)[pix]
         if clip.gt_background_classes:
             gt = self._gt_lut[ray_class]
             bg = torch.where(gt[..., None], target, bg)
         return {
-            "frame_idx": fidx,
-            "inputs": frame_inputs(clip, fidx, self.inputs),
-            "ray_frame": rows.expand(nf, per).reshape(-1),
             "rays_o": rays_o.reshape(-1, 3),
             "rays_d": rays_d.reshape(-1, 3),
             "near": near.reshape(-1),

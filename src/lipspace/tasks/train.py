@@ -18,10 +18,28 @@ from lipspace.loggers import finish_wandb
 log = logging.getLogger(__name__)
 
 
+def _instantiate(node, **kwargs):
+    """hydra.utils.instantiate, re-raising a LipspaceError from the constructor as itself (one clear line) rather
+    than inside Hydra's InstantiationException."""
+    from hydra.errors import InstantiationException
+
+    from lipspace.errors import LipspaceError
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, LipspaceError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
 def build_conditioner(cfg: DictConfig, n_frames: int):
     cls = get_class(cfg.conditioner._target_)
     extra = {"n_frames": n_frames} if "n_frames" in inspect.signature(cls.__init__).parameters else {}
-    return instantiate(cfg.conditioner, **extra)
+    return _instantiate(cfg.conditioner, **extra)
 
 
 def build_system(cfg: DictConfig, datamodule, output_dir: Path | None = None):
@@ -30,9 +48,9 @@ def build_system(cfg: DictConfig, datamodule, output_dir: Path | None = None):
     datamodule.attach_audio(conditioner.audio_inputs, conditioner.inputs, conditioner.name)
     datamodule.check_inputs(conditioner.inputs, conditioner.name)
     conditioner.prepare(datamodule.clip, datamodule.split.train)
-    renderer = instantiate(cfg.renderer)
+    renderer = _instantiate(cfg.renderer)
     val_dir = str(output_dir / "val") if output_dir is not None else None
-    system = instantiate(cfg.model, conditioner=conditioner, renderer=renderer, val_image_dir=val_dir)
+    system = _instantiate(cfg.model, conditioner=conditioner, renderer=renderer, val_image_dir=val_dir)
     if hasattr(system.renderer, "set_scene"):  # renderers that normalise space to a box (tri-plane hash grids)
         system.renderer.set_scene(*datamodule.clip.bounds)
     return system
