@@ -38,7 +38,7 @@ def load_run(run_dir, ckpt: str = "last"):
         raise LipspaceError(f"{ckpt_path}: checkpoint not found. Train first (lipspace-train) or pass ckpt=<path>.")
     dm = instantiate(cfg.data)
     dm.load()
-    system = build_system(cfg, dm)
+    system = build_system(cfg, dm, prepare=False)  # the checkpoint carries what prepare() trained
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     system.load_state_dict(state["state_dict"])
     system.eval()

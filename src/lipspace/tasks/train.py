@@ -42,12 +42,14 @@ def build_conditioner(cfg: DictConfig, n_frames: int):
     return _instantiate(cfg.conditioner, **extra)
 
 
-def build_system(cfg: DictConfig, datamodule, output_dir: Path | None = None):
-    """Instantiate conditioner (checked against the dataset), renderer and system; used by train and eval."""
+def build_system(cfg: DictConfig, datamodule, output_dir: Path | None = None, prepare: bool = True):
+    """Instantiate conditioner (checked against the dataset), renderer and system; used by train and eval.
+    ``prepare=False`` skips the conditioner's pre-training (eval: the checkpoint about to be loaded carries it)."""
     conditioner = build_conditioner(cfg, datamodule.n_frames)
     datamodule.attach_audio(conditioner.audio_inputs, conditioner.inputs, conditioner.name)
     datamodule.check_inputs(conditioner.inputs, conditioner.name)
-    conditioner.prepare(datamodule.clip, datamodule.split.train)
+    if prepare:
+        conditioner.prepare(datamodule.clip, datamodule.split.train)
     renderer = _instantiate(cfg.renderer)
     val_dir = str(output_dir / "val") if output_dir is not None else None
     system = _instantiate(cfg.model, conditioner=conditioner, renderer=renderer, val_image_dir=val_dir)
