@@ -117,3 +117,16 @@ def test_bad_shapes_are_clear():
         HashGrid(3, n_grids=2, n_levels=2, log2_table=8)(torch.rand(5, 3))
     with pytest.raises(LipspaceError, match="TriPlaneHash expects"):
         TriPlaneHash(n_levels=2, log2_table=8)(torch.rand(5, 2))
+
+
+def test_compiled_indices_are_bit_identical():
+    torch.manual_seed(0)
+    grid = HashGrid(3, n_levels=5, n_features=2, log2_table=10, base_res=4, finest_res=256)
+    fast = HashGrid(3, n_levels=5, n_features=2, log2_table=10, base_res=4, finest_res=256, compile=True)
+    fast.load_state_dict(grid.state_dict())
+    x = torch.rand(300, 3)
+    try:
+        got = fast(x)
+    except Exception as e:  # noqa: BLE001 - no C++ toolchain: the optional fast path is unavailable, say so
+        pytest.skip(f"torch.compile unavailable here: {type(e).__name__}")
+    assert torch.equal(got, grid(x))

@@ -42,7 +42,8 @@ class TriPlaneField(nn.Module):
     def __init__(self, cond_dim: int, n_levels: int = 14, n_features: int = 1, log2_table: int = 16,
                  base_res: int = 16, finest_res: int = 512, hidden: int = 64, sigma_layers: int = 3,
                  geo_dim: int = 15, color_layers: int = 2, dir_freqs: int = 4, cond_mode: str = "concat",
-                 density_activation: str = "softplus", regions=None, region_att_hidden: int = 32):
+                 density_activation: str = "softplus", regions=None, region_att_hidden: int = 32,
+                 compile_encoding: bool = False):
         super().__init__()
         if cond_mode not in COND_MODES:
             raise LipspaceError(f"TriPlaneField cond_mode must be one of {COND_MODES}, got {cond_mode!r}")
@@ -52,7 +53,7 @@ class TriPlaneField(nn.Module):
             raise LipspaceError("TriPlaneField needs sigma_layers >= 1 and color_layers >= 1")
         self.cond_dim, self.cond_mode, self.hidden = cond_dim, cond_mode, hidden
         self.density_activation = density_activation
-        self.encoding = TriPlaneHash(n_levels, n_features, log2_table, base_res, finest_res)
+        self.encoding = TriPlaneHash(n_levels, n_features, log2_table, base_res, finest_res, compile=compile_encoding)
         e = self.encoding.out_dim
         self.dir_enc = PositionalEncoding(3, dir_freqs)
         first_out = hidden if sigma_layers > 1 else 1 + geo_dim
