@@ -79,3 +79,14 @@ def test_renderer_state_dict_round_trip_builds_the_grid():
                                                sigma_layers=2), cond_dim=4, n_samples=24, occupancy={"resolution": 8})
     fresh.load_state_dict(r.state_dict())
     assert fresh.grid is not None and int(fresh.grid.mask.sum()) == 1 and float(fresh.scene_half) == 1.0
+
+
+def test_unconditioned_renderer_updates_its_grid():
+    field = functools.partial(TriPlaneField, n_levels=4, log2_table=10, finest_res=64, hidden=16, sigma_layers=2)
+    r = TriPlaneRenderer(field, cond_dim=0, n_samples=8, occupancy={"resolution": 8}).train()
+    r.set_scene(torch.zeros(3), 1.0)
+    rays_o = torch.tensor([[0.0, 0.0, -3.0]]).repeat(4, 1)
+    rays_d = torch.tensor([[0.0, 0.0, 1.0]]).repeat(4, 1)
+    r(rays_o, rays_d, torch.full((4,), 2.0), torch.full((4,), 4.0), None, torch.zeros(4, 3))
+    r.update_step(0)
+    assert int(r.grid.n_updates) == 1

@@ -23,8 +23,8 @@ import numpy as np
 
 from lipspace.audio.align import frame_windows
 from lipspace.data.schema import FPS, SAMPLE_RATE
-from lipspace.errors import LipspaceError
 from lipspace.assets import file_sha256
+from lipspace.errors import LipspaceError
 
 FEATURE_DIR = "features"
 

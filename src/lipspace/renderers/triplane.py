@@ -83,13 +83,14 @@ class TriPlaneRenderer(nn.Module):
         """Occupancy refresh every ``update_every`` steps (the system's step hook)."""
         if self.grid is None or not self.training or step % self.update_every or self._recent_cond is None:
             return
-        conds = self._recent_cond
+        # the batch's frames (one condition per frame); an unconditioned field needs none
+        conds = torch.unique(self._recent_cond, dim=0)[:8] if self.cond_dim else None
         field = self.field
 
         def density(pts):
             x01 = self.normalise(pts)
             idx = torch.zeros(len(pts), dtype=torch.long, device=pts.device)
-            if conds is None or not self.cond_dim:
+            if not self.cond_dim:
                 return field.density(x01, None, idx)
             return torch.stack([field.density(x01, c[None], idx) for c in conds]).amax(0)
 
@@ -122,8 +123,8 @@ class TriPlaneRenderer(nn.Module):
             sigma = sigma.index_put((ray_idx, sample_idx), sigma_k)
             if att is not None:
                 att = att.index_put((ray_idx, sample_idx), att_k[0])
-        if self.training and cond is not None and self.grid is not None:
-            self._recent_cond = torch.unique(cond.detach(), dim=0)[:8]
+        if self.training and self.grid is not None:  # reduced to distinct rows only when the grid updates
+            self._recent_cond = cond.detach() if cond is not None else rays_o.new_zeros(1, 0)
         out = composite_real(rgb, sigma, t_vals, bg)
         weights = out.pop("weights")
         if att is not None:  # each region's gate magnitude rendered along the ray (SyncTalk's masking loss)
