@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first (CPU wheel here, CUDA build on GPU machines), then everything else pinned against it.
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	# LSE-D/LSE-C (lipspace.eval.lse): syncnet-python lists torchvision, which must never be installed here, but never
+	# imports it: install it without dependencies, then its real ones, pinned in constraints.txt.
+	$(PY) -m pip install -q -c constraints.txt scenedetect python-speech-features ffmpeg-python click future
+	$(PY) -m pip install -q --no-deps syncnet-python==0.2.3
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install lipspace with pinned dependencies

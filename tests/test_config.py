@@ -11,7 +11,7 @@ from lipspace.config import CONF_DIR, check_config, compose_train, group_options
 from lipspace.errors import LipspaceError
 
 GROUPS = ["data", "conditioner", "renderer", "model", "trainer", "logger", "callbacks", "paths", "budget",
-          "experiment", "debug", "local"]
+          "experiment", "debug", "local", "evaluation"]
 NEEDS = {"data=dir": ["data.root=/tmp/some_dataset"]}
 
 
@@ -39,6 +39,10 @@ def test_every_group_option_composes_and_resolves(override, tmp_path):
         assert all(lg is not None for lg in loggers)
     if group == "callbacks":
         assert all(instantiate(c) is not None for c in cfg.callbacks.values())
+    if group == "evaluation":
+        from lipspace.eval.scoring import EvalSettings
+
+        assert not EvalSettings.of(cfg.evaluation.metrics).extra, "unknown evaluation.metrics keys"
     if group == "trainer" and opt != "gpu":
         trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
         assert trainer.max_steps == cfg.trainer.max_steps
@@ -116,3 +120,19 @@ def test_choices_follow_experiment_presets():
     assert got["conditioner"] == "deepspeech" and got["experiment"] == "adnerf"
     assert choices_from_overrides(["conditioner=deepspeech", "renderer=mlp"])["conditioner"] == "deepspeech"
     assert choices_from_overrides([])["conditioner"] == "expression"
+
+
+@pytest.mark.parametrize("renderer", group_options("renderer"))
+@pytest.mark.parametrize("experiment", group_options("experiment"))
+def test_every_preset_runs_on_every_renderer(experiment, renderer, tmp_path):
+    """The conditioning-space sweep crosses presets with renderers: a preset's MLP sizes (mlp_field) must not leak
+    into another renderer's constructor."""
+    from lipspace.tasks.train import build_conditioner
+
+    for budget in group_options("budget"):
+        cfg = compose_train([f"experiment={experiment}", f"renderer={renderer}", f"budget={budget}"], tmp_path / "r")
+        cond = build_conditioner(cfg, n_frames=10)
+        assert instantiate(cfg.renderer)(cond_dim=cond.out_dim) is not None
+    if renderer == "mlp":
+        paper = compose_train([f"experiment={experiment}", "budget=paper"], tmp_path / "p")
+        assert paper.renderer.field.hidden == paper.get("mlp_field", {}).get("hidden", 128)

@@ -1,9 +1,12 @@
-"""`lipspace-eval run_dir=<run>`: evaluate a trained run; prints the results table and where files are."""
+"""`lipspace-eval run_dir=<run>`: evaluate a trained run (or every run of a sweep directory); prints the results
+table and where the files are."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from lipspace.cli._common import friendly
 from lipspace.config import CONF_DIR
@@ -14,16 +17,29 @@ def _app(cfg: DictConfig) -> None:
     import sys
 
     from lipspace.errors import LipspaceError
-    from lipspace.tasks.evaluate import evaluate
     from lipspace.tasks.report import results_table
+    from lipspace.tasks.study import evaluate_run, evaluate_sweep, is_run, record
 
+    ev = cfg.evaluation
+    with open_dict(ev):
+        for key in ("ckpt", "videos", "downscale"):  # top-level shortcuts
+            if cfg.get(key) is not None:
+                ev[key] = cfg[key]
+    run_dir = Path(cfg.run_dir)
     try:
-        df = evaluate(cfg.run_dir, cfg.ckpt, videos=cfg.videos, downscale=cfg.downscale)
+        if run_dir.is_dir() and not is_run(run_dir) and any(is_run(p) for p in run_dir.iterdir() if p.is_dir()):
+            df = evaluate_sweep(run_dir, ev)
+            print(df.groupby("status").size().to_string())
+        else:
+            df = evaluate_run(run_dir, ev)
+            record(run_dir, ev, df)
+            print(results_table(df))
+            print(f"results: {run_dir}/eval/results.csv")
     except LipspaceError as e:
         print(f"lipspace: error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(results_table(df))
-    print(f"results: {cfg.run_dir}/eval/results.csv")
+    if ev.get("results_table"):
+        print(f"study table: {ev.results_table}")
 
 
 main = friendly(_app)

@@ -1,5 +1,7 @@
-"""The eval task: reconstruction on the held-out tail and, on synthetic data, the exact error on held-out
-utterances, each against the mean-training-frame baseline; writes <run>/eval/results.{csv,json} and videos."""
+"""The eval task: reconstruction on the held-out tail; on held-out utterances (synthetic data: exact ground truth)
+driven by their tracks and by their audio, each against the mean-training-frame baseline; and driven by dubbed
+audio in other languages (sync and face metrics, no ground truth). Writes <run>/eval/results.{csv,json} and
+videos; ``lipspace.tasks.study`` appends the rows to a study's results table."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from lipspace.data.clip import Clip
 from lipspace.data.sampling import frame_inputs
 from lipspace.errors import LipspaceError
 from lipspace.eval import metrics as M
+from lipspace.eval.scoring import EvalSettings, Scorer
 from lipspace.eval.video import to_uint8, write_strip, write_video
 from lipspace.inference import render_sequence
 
@@ -48,11 +51,11 @@ def load_run(run_dir, ckpt: str = "last"):
     return cfg, dm, system, info
 
 
-def driver_label(conditioner) -> str:
-    """How a held-out utterance drives the model: ``audio`` when every input is computed from its audio (a real
-    audio-driven result), ``oracle_inputs`` when some come from the utterance's ground-truth tracks (e.g. its
-    tracked expressions: an upper bound, not audio -> condition)."""
-    return "audio" if conditioner.audio_only() else "oracle_inputs"
+def driver_label(conditioner, otherwise: str = "oracle_inputs") -> str:
+    """How a held-out sequence drives the model: ``audio`` when every input is computed from its audio (a real
+    audio-driven result), ``otherwise`` (``oracle_inputs``) when some come from the sequence's ground-truth tracks
+    (e.g. its tracked expressions: an upper bound, not audio -> condition)."""
+    return "audio" if conditioner.audio_only() else otherwise
 
 
 def expression_error(conditioner, inputs: dict) -> float:
@@ -78,78 +81,160 @@ def mean_frame(clip: Clip, idx: np.ndarray) -> torch.Tensor:
     return clip.frames[torch.as_tensor(idx)].float().mean(0) / 255.0
 
 
-def _score(system, clip: Clip, indices, inputs, frame_idx, baseline: torch.Tensor, video_path=None,
+def _lmk68(clip: Clip, indices, downscale: int) -> np.ndarray | None:
+    """Ground-truth iBUG-68 landmarks of frames ``indices`` in pixels of the 1/downscale renders."""
+    if "lmk68" not in clip.tracks:
+        return None
+    return np.asarray(clip.tracks["lmk68"])[np.asarray(list(indices))] / downscale
+
+
+def _score(scorer: Scorer, system, clip: Clip, indices, inputs, frame_idx, baseline: torch.Tensor, video_path=None,
            strip_path=None, audio_offset_s: float = 0.0, downscale: int = 1) -> dict:
     rows, base_rows, gts, preds = [], [], [], []
     if downscale > 1:
         baseline = torch.nn.functional.avg_pool2d(baseline.permute(2, 0, 1)[None], downscale)[0].permute(1, 2, 0)
     for i, pred, target in render_sequence(system.conditioner, system.renderer, clip, inputs, frame_idx,
                                            indices=indices, downscale=downscale):
-        lmk = clip.tracks["lmk68"][i]
-        rows.append(M.frame_metrics(pred, target, lmk, scale=1.0 / downscale))
+        lmk = clip.tracks["lmk68"][i] if "lmk68" in clip.tracks else None
+        rows.append(scorer.frame(pred, target, lmk, scale=1.0 / downscale))
         base_rows.append(M.frame_metrics(baseline, target, lmk, scale=1.0 / downscale))
         gts.append(to_uint8(target))
         preds.append(to_uint8(pred))
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     out.update({f"baseline_mean_frame_{k}": float(np.mean([r[k] for r in base_rows])) for k in base_rows[0]})
     out["n_frames"] = len(rows)
+    gts, preds = np.stack(gts), np.stack(preds)
     if video_path is not None:
-        side = np.concatenate([np.stack(gts), np.stack(preds)], axis=2)  # ground truth | render
+        side = np.concatenate([gts, preds], axis=2)  # ground truth | render
         write_video(side, video_path, audio_path=clip.audio_path, audio_offset_s=audio_offset_s)
         out["video"] = str(video_path)
     if strip_path is not None:
         pick = np.linspace(0, len(gts) - 1, min(6, len(gts))).round().astype(int)
         write_strip([gts[k] for k in pick], [preds[k] for k in pick], strip_path)
         out["strip"] = str(strip_path)
+    out.update(scorer.sequence(preds, gts, _lmk68(clip, indices, downscale), clip.audio_path, audio_offset_s,
+                               fps=float(clip.meta["fps"])))
     return out
 
 
+def _score_dub(scorer: Scorer, system, dm, wav: Path, seed: int, downscale: int, seconds: float | None,
+               video_path: Path | None) -> dict:
+    """A dubbed / foreign-language audio file drives the model (no ground truth): sync and face metrics of the
+    render. Mouth crops of the local sync expert come from the landmarks of the playback frames (the poses the
+    render uses; approximate where the conditioner generates its own head motion)."""
+    from lipspace.tasks.render import frames_from_audio
+
+    frames, indices, generated = frames_from_audio(system, dm, wav, seed, downscale=downscale, max_seconds=seconds)
+    if video_path is not None:
+        write_video(frames, video_path, audio_path=wav)
+    out = {"n_frames": len(frames), "dub_audio": str(wav), "dub_seconds": len(frames) / dm.clip.meta["fps"],
+           "poses": "generated from the audio" if generated else "played back from the held-out tail"}
+    if video_path is not None:
+        out["video"] = str(video_path)
+    out.update(scorer.sequence(frames, None, _lmk68(dm.clip, indices, downscale), wav, 0.0,
+                               fps=float(dm.clip.meta["fps"]), video_path=video_path))
+    return out
+
+
+def dub_files(dub_audio) -> list[Path]:
+    """Audio files named by ``dub_audio`` (files and/or directories of .wav/.flac), sorted; a missing path is a
+    clear error."""
+    out: list[Path] = []
+    for item in [dub_audio] if isinstance(dub_audio, (str, Path)) else list(dub_audio or []):
+        p = Path(item).expanduser()
+        if p.is_dir():
+            out += sorted(q for q in p.iterdir() if q.suffix.lower() in (".wav", ".flac"))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise LipspaceError(f"{p}: dubbed audio not found (evaluation.dub_audio lists wav files or folders of "
+                                "them, e.g. ../shared/assets/audio).")
+    return out
+
+
+def dataset_label(root) -> str:
+    """Short dataset name for tables: ``synthetic`` for generated clips, else the dataset folder's name."""
+    name = Path(str(root)).name
+    return "synthetic" if name.startswith("synthetic_") else name
+
+
 def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int | None = None,
-             downscale: int = 1) -> pd.DataFrame:
-    """Evaluate a run; ``downscale`` > 1 renders and scores at 1/downscale resolution (ground truth
-    area-averaged), recorded in every row."""
+             downscale: int = 1, settings: EvalSettings | dict | None = None, dub_audio=(),
+             dub_seconds: float | None = 8.0, max_tail_frames: int | None = None, oracle: bool = True) -> pd.DataFrame:
+    """Evaluate a run: reconstruction on the held-out tail (its first ``max_tail_frames``, all when None); each
+    held-out utterance (synthetic data: exact ground truth) driven by its tracked inputs and by its audio; each
+    dubbed audio file in ``dub_audio`` (its first ``dub_seconds``). A conditioner with inputs beyond audio that
+    can also be driven by audio alone is scored both ways; ``oracle=False`` skips its tracked-inputs rows. ``downscale`` > 1 renders and scores at
+    1/downscale resolution (ground truth area-averaged). Every row records the run, the resolution and which model
+    computed each metric (``metric_provenance``)."""
     run_dir = Path(run_dir)
+    scorer = Scorer(EvalSettings.of(settings))
     cfg, dm, system, info = load_run(run_dir, ckpt)
     clip, split = dm.clip, dm.split
+    fps = float(clip.meta["fps"])
+    dubs = dub_files(dub_audio)
     out_dir = run_dir / "eval"
     baseline = mean_frame(clip, split.train)
     results = []
     torch.manual_seed(int(cfg.seed))
+    cond = system.conditioner
+    by_audio_too = not cond.audio_only() and cond.can_drive_by_audio()
     if len(split.test):
-        log.info("eval: reconstruction on %d held-out tail frames", len(split.test))
-        inputs = frame_inputs(clip, split.test, dm.inputs)
-        row = _score(system, clip, split.test, inputs, split.test, baseline,
-                     video_path=out_dir / "test_tail.mp4" if videos else None,
-                     strip_path=out_dir / "test_tail_strip.png" if videos else None,
-                     audio_offset_s=split.test[0] / clip.meta["fps"], downscale=downscale)
-        results.append({"eval_set": "test_tail", "driver": "tracked_inputs", **row})
+        tail = split.test[:max_tail_frames]
+        log.info("eval: reconstruction on %d held-out tail frames", len(tail))
+        inputs = frame_inputs(clip, tail, dm.inputs)
+        if oracle or not by_audio_too:
+            row = _score(scorer, system, clip, tail, inputs, tail, baseline,
+                         video_path=out_dir / "test_tail.mp4" if videos else None,
+                         strip_path=out_dir / "test_tail_strip.png" if videos else None,
+                         audio_offset_s=tail[0] / fps, downscale=downscale)
+            results.append({"eval_set": "test_tail", "driver": driver_label(cond, "tracked_inputs"), **row})
+        if by_audio_too:  # the tail driven by its audio alone (real clips: the audio-driven score with ground truth)
+            with cond.driving_by_audio():
+                row = _score(scorer, system, clip, tail, inputs, tail, baseline,
+                             video_path=out_dir / "test_tail_audio.mp4" if videos else None,
+                             strip_path=out_dir / "test_tail_audio_strip.png" if videos else None,
+                             audio_offset_s=tail[0] / fps, downscale=downscale)
+            results.append({"eval_set": "test_tail", "driver": "audio", **row})
     for name in clip.meta.get("heldout", [])[:max_heldout]:
         held = clip.load_sibling(clip.root / "heldout" / name)
-        log.info("eval: held-out utterance %s (%d frames, driven by its ground-truth expression track)",
-                 name, held.n_frames)
+        log.info("eval: held-out utterance %s (%d frames, driven by its ground-truth tracks)", name, held.n_frames)
         inputs = frame_inputs(held, np.arange(held.n_frames), dm.inputs)
-        row = _score(system, held, range(held.n_frames), inputs, None, baseline,
-                     video_path=out_dir / f"heldout_{name}.mp4" if videos else None,
-                     strip_path=out_dir / f"heldout_{name}_strip.png" if videos else None, downscale=downscale)
-        results.append({"eval_set": f"heldout/{name}", "driver": driver_label(system.conditioner), **row})
-        if not system.conditioner.audio_only() and system.conditioner.can_drive_by_audio():
+        if oracle or not by_audio_too:
+            row = _score(scorer, system, held, range(held.n_frames), inputs, None, baseline,
+                         video_path=out_dir / f"heldout_{name}.mp4" if videos else None,
+                         strip_path=out_dir / f"heldout_{name}_strip.png" if videos else None, downscale=downscale)
+            results.append({"eval_set": f"heldout/{name}", "driver": driver_label(cond), **row})
+        if by_audio_too:
             # the same utterance driven by its audio alone: audio -> expression regressor + smoothing
             with system.conditioner.driving_by_audio():
-                row = _score(system, held, range(held.n_frames), inputs, None, baseline,
+                row = _score(scorer, system, held, range(held.n_frames), inputs, None, baseline,
                              video_path=out_dir / f"heldout_{name}_audio.mp4" if videos else None,
                              strip_path=out_dir / f"heldout_{name}_audio_strip.png" if videos else None,
                              downscale=downscale)
                 if "expr" in inputs:
                     row["expr_mse"] = expression_error(system.conditioner, inputs)
             results.append({"eval_set": f"heldout/{name}", "driver": "audio", **row})
-        if hasattr(system.conditioner, "generate_motion"):  # generated head motion / blinks: on the audio row
-            results[-1].update(motion_metrics(system.conditioner, held, int(cfg.seed)))
+        if hasattr(cond, "generate_motion"):  # generated head motion / blinks: on the audio row
+            results[-1].update(motion_metrics(cond, held, int(cfg.seed)))
+    if dubs and not cond.can_drive_by_audio():
+        log.warning("eval: conditioner '%s' cannot be driven by audio alone: dubbed audio skipped", cond.name)
+        dubs = []
+    for wav in dubs:
+        log.info("eval: dubbed audio %s (first %s s)", wav.name, dub_seconds)
+        row = _score_dub(scorer, system, dm, wav, int(cfg.seed), downscale, dub_seconds,
+                         out_dir / f"dub_{wav.stem}.mp4" if videos else None)
+        results.append({"eval_set": f"dub/{wav.stem}", "driver": "audio", **row})
     if not results:
         raise LipspaceError(f"{clip.root}: nothing to evaluate (no held-out tail: data.test_fraction=0, and no "
                             "held-out utterances). Set data.test_fraction > 0.")
     h, w = clip.hw
     info["eval_resolution"] = f"{w // downscale}x{h // downscale}"
-    df = pd.DataFrame([{**info, **r, "metric_provenance": json.dumps(M.PROVENANCE)} for r in results])
+    info["dataset_name"] = dataset_label(info.get("dataset", clip.root))
+    info["train_seconds"] = len(split.train) / fps
+    info["status"] = "ok"
+    provenance = json.dumps(scorer.provenance)
+    df = pd.DataFrame([{**info, **r, "metric_provenance": provenance} for r in results])
     out_dir.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_dir / "results.csv", index=False)
     (out_dir / "results.json").write_text(df.to_json(orient="records", indent=2))

@@ -40,12 +40,15 @@ def posed_playback(clip, indices: np.ndarray, poses):
     return view
 
 
-def render_from_audio(system, dm, wav: Path, out_path, seed: int = 0) -> Path:
+def frames_from_audio(system, dm, wav: Path, seed: int = 0, downscale: int = 1, max_seconds: float | None = None):
     """Drive by a new audio file: audio inputs computed from the wav; head poses and background played back from
     the training clip's held-out tail (the whole clip when it has no tail); other inputs must be predictable from
     the audio (e.g. LipNeRF's audio -> expression regressor), otherwise this is a clear error. A conditioner with
     ``generate_motion`` (lipblink) generates the head poses from the audio (seeded, starting at the first playback
-    pose) instead; background and ground-truth torso still come from the playback frames."""
+    pose) instead; background and ground-truth torso still come from the playback frames.
+
+    Returns (uint8 frames [T,h,w,3] at 1/downscale, the clip frame index each one's background / pose came from,
+    whether the poses were generated). ``max_seconds`` renders only the wav's first seconds."""
     import torch
 
     from lipspace.audio.inputs import wav_frames, wav_track
@@ -54,23 +57,32 @@ def render_from_audio(system, dm, wav: Path, out_path, seed: int = 0) -> Path:
         raise LipspaceError(f"{wav}: no such audio file; pass driver=<path to a 16 kHz wav>")
     cond = system.conditioner
     n = wav_frames(wav)
+    if max_seconds is not None:
+        n = min(n, int(round(max_seconds * dm.clip.meta["fps"])))
     if n < 1:
         raise LipspaceError(f"{wav}: shorter than one video frame (40 ms)")
     pool = dm.split.test if len(dm.split.test) else np.arange(dm.clip.n_frames)
     indices = pose_playback(np.asarray(pool), n)
-    frames = []
+    frames, generated = [], hasattr(cond, "generate_motion")
     with cond.driving_by_audio():  # one clear error when this conditioner cannot be driven by audio alone
         inputs = {name: torch.as_tensor(wav_track(wav, n, spec, cond.inputs.get(name), f"conditioner '{cond.name}'"))
                   for name, spec in cond.audio_inputs.items()}
         for name in cond.inputs:  # placeholders the conditioner predicts from the audio (driving_by_audio)
             inputs.setdefault(name, torch.zeros(n, cond.inputs[name]))
-        clip = dm.clip
-        if hasattr(cond, "generate_motion"):
+        clip, order = dm.clip, indices
+        if generated:
             poses, _ = cond.generate_motion(inputs[next(iter(cond.audio_inputs))], clip.pose[indices[0]], seed)
-            clip, indices = posed_playback(clip, indices, poses), np.arange(n)
-        for _, pred, _ in render_sequence(cond, system.renderer, clip, inputs, None, indices=indices):
+            clip, order = posed_playback(clip, indices, poses), np.arange(n)
+        for _, pred, _ in render_sequence(cond, system.renderer, clip, inputs, None, indices=order,
+                                          downscale=downscale):
             frames.append(to_uint8(pred))
-    return write_video(np.stack(frames), Path(out_path), audio_path=wav)
+    return np.stack(frames), indices, generated
+
+
+def render_from_audio(system, dm, wav: Path, out_path, seed: int = 0) -> Path:
+    """``frames_from_audio`` written as an mp4 with the wav as its sound track."""
+    frames, _, _ = frames_from_audio(system, dm, wav, seed)
+    return write_video(frames, Path(out_path), audio_path=wav)
 
 
 def render(run_dir, driver: str = "heldout/utt_00", out: str | None = None, ckpt: str = "last",

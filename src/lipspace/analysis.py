@@ -1,0 +1,249 @@
+"""Read study results tables and summarise them over seeds (mean ± Student-t CI) for the analysis notebooks."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from lipspace.errors import LipspaceError
+
+# A run is one training: its eval rows (eval sets, drivers) are averaged before statistics are taken over seeds.
+RUN_KEYS = ["study", "conditioner", "renderer", "clip_label", "seed", "dataset"]
+CONDITIONER_ORDER = ["expression", "deepspeech", "lipblink", "blendshape_av"]
+AUDIO_SPACES = ["deepspeech", "blendshape_av"]
+# Column headers; the arrow says which direction is better (none: blink rate has no better direction).
+METRIC_LABELS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "mouth_psnr": "mouth PSNR ↑",
+                 "l1": "L1 ↓", "mouth_l1": "mouth L1 ↓", "lmd": "LMD ↓", "lmd_norm": "LMD (norm.) ↓",
+                 "lse_d": "LSE-D ↓", "lse_c": "LSE-C ↑", "lse_d_local": "LSE-D (local) ↓",
+                 "lse_c_local": "LSE-C (local) ↑", "blinks_per_s": "blinks/s", "aue_upper": "AUE upper ↓",
+                 "aue_lower": "AUE lower ↓", "expr_mse": "expression MSE ↓"}
+
+
+def _producer(p: Path) -> str:
+    """The command that writes a results table: the study sweep for experiments/<study>/results/results_<tag>.csv."""
+    if p.parent.name == "results" and p.stem.startswith("results_"):
+        return (f"the study sweep: `lipspace-train --config-dir experiments/{p.parent.parent.name} --config-name "
+                f"sweep_{p.stem.removeprefix('results_')}` (from the repository root)")
+    return "a study sweep (experiments/<study>/sweep_*.yaml) or, per run, `lipspace-eval run_dir=<run>`"
+
+
+class MetricUnavailable(LipspaceError):
+    """A metric column is missing, or has no value in the rows asked for; notebooks print it and go on."""
+
+
+def label(metric: str) -> str:
+    """Column header for a metric, with the direction that is better."""
+    return METRIC_LABELS.get(metric, metric)
+
+
+def load_results(*paths: str | Path) -> pd.DataFrame:
+    """Concatenate results tables (CSV or parquet); adds ``clip_label``. Failed runs are kept (see ``ok``)."""
+    if not paths:
+        raise LipspaceError("load_results: no results file given.")
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise LipspaceError(f"{p}: results table not found. It is written by {_producer(p)}.")
+    df = pd.concat([pd.read_parquet(p) if Path(p).suffix in (".parquet", ".pq") else pd.read_csv(p) for p in paths],
+                   ignore_index=True)
+    secs = pd.to_numeric(df["clip_seconds"], errors="coerce") if "clip_seconds" in df else [np.nan] * len(df)
+    df["clip_label"] = ["full" if pd.isna(v) else f"{v:g} s" for v in secs]
+    return df
+
+
+def ok(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of runs that trained and evaluated (``status`` ok, or no status column)."""
+    return df if "status" not in df else df[df["status"].fillna("ok") == "ok"]
+
+
+def failed_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per failed run, with its error text."""
+    bad = df[df["status"].fillna("ok") != "ok"] if "status" in df else df.iloc[:0]
+    cols = [c for c in ["study", "conditioner", "experiment", "renderer", "clip_label", "seed", "dataset_name",
+                        "status", "failed_stage", "error", "run_dir"] if c in bad]
+    return bad[cols].drop_duplicates().reset_index(drop=True)
+
+
+def _col(d: pd.DataFrame, name: str) -> pd.Series:
+    return d[name].astype("string") if name in d else pd.Series(pd.NA, index=d.index, dtype="string")
+
+
+SUBSETS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
+    "all": lambda d: pd.Series(True, index=d.index),
+    "reconstruction": lambda d: _col(d, "eval_set") == "test_tail",
+    "heldout_audio": lambda d: _col(d, "eval_set").str.startswith("heldout/") & (_col(d, "driver") == "audio"),
+    "dubbed": lambda d: _col(d, "eval_set").str.startswith("dub/"),
+}
+
+
+def subset_rows(df: pd.DataFrame, subset: str | Callable = "all") -> pd.DataFrame:
+    """The ok rows answering one question: reconstruction, heldout_audio, dubbed (or a row-mask function)."""
+    d = ok(df)
+    if subset != "all" and "eval_set" not in d:
+        raise MetricUnavailable(f"no eval_set column, cannot select {subset!r} rows")
+    mask = subset(d) if callable(subset) else SUBSETS[subset](d)
+    return d[mask.fillna(False).astype(bool)]
+
+
+def _run_means(df: pd.DataFrame, by: Sequence[str], metric: str) -> pd.DataFrame:
+    if metric not in df:
+        raise MetricUnavailable(f"{metric}: column not in the results table")
+    d = df[df[metric].notna()]
+    if d.empty:
+        raise MetricUnavailable(f"{metric}: " + (f"all NaN in the {len(df)} rows asked for" if len(df) else
+                                                 "no rows of this kind (eval set / driver) in the results"))
+    keys = list(dict.fromkeys([*by, *(k for k in RUN_KEYS if k in d)]))
+    extra = {"train_seconds": ("train_seconds", "mean")} if "train_seconds" in d else {}
+    return d.groupby(keys, dropna=False, sort=False).agg(value=(metric, "mean"), **extra).reset_index()
+
+
+def mean_ci(df: pd.DataFrame, by: Sequence[str] | str, metric: str, level: float = 0.95) -> pd.DataFrame:
+    """Per group of ``by``: mean, std, n (seeds), half_width, ci_low, ci_high of ``metric``.
+
+    Rows of one run (same study/conditioner/renderer/clip/seed/dataset) are averaged first (over eval sets and
+    drivers not in ``by``); the Student-t interval is then over runs, i.e. seeds: n=1 gives a NaN half-width.
+    Failed rows are dropped; pick rows with ``subset_rows``. Raises MetricUnavailable if there is no value.
+    """
+    by = [by] if isinstance(by, str) else list(by)
+    if not by:
+        df, by = df.assign(all_rows="all"), ["all_rows"]
+    runs = _run_means(ok(df), by, metric)
+    g = runs.groupby(by, dropna=False, sort=False)
+    out = g["value"].agg(mean="mean", std="std", n="count")
+    if "train_seconds" in runs:
+        out["train_seconds"] = g["train_seconds"].mean()
+    n = out["n"].to_numpy(dtype=float)
+    t = np.where(n > 1, stats.t.ppf((1 + level) / 2, np.maximum(n - 1, 1)), np.nan)
+    out["half_width"] = t * out["std"].to_numpy() / np.sqrt(n)
+    out["ci_low"], out["ci_high"] = out["mean"] - out["half_width"], out["mean"] + out["half_width"]
+    return _sort(out.reset_index(), by)
+
+
+def _cond_rank(c) -> int:
+    return CONDITIONER_ORDER.index(c) if c in CONDITIONER_ORDER else len(CONDITIONER_ORDER)
+
+
+def _clip_order(lbl: str) -> float:
+    return math.inf if lbl == "full" else float(str(lbl).split()[0])
+
+
+def _sort(df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    keys = {"clip_label": _clip_order, "conditioner": _cond_rank}
+    key = lambda c: c.map(keys[c.name]) if c.name in keys else c  # noqa: E731
+    return df.sort_values(list(by), key=key, kind="stable").reset_index(drop=True) if by else df
+
+
+def clip_labels(df: pd.DataFrame) -> list[str]:
+    """The clip lengths present, shortest first, "full" last."""
+    return sorted(df["clip_label"].dropna().unique(), key=_clip_order)
+
+
+def fmt_ci(mean: float, half: float, digits: int = 2) -> str:
+    half_text = "n/a (1 seed)" if pd.isna(half) else f"{half:.{digits}f}"
+    return "n/a" if pd.isna(mean) else f"{mean:.{digits}f} ± {half_text}"
+
+
+def clip_length_table(df: pd.DataFrame, metric: str, subset: str | Callable = "heldout_audio",
+                      level: float = 0.95, digits: int = 2) -> pd.DataFrame:
+    """Rows conditioner, columns clip length (shortest first, full last), cells "mean ± CI half-width"."""
+    s = mean_ci(subset_rows(df, subset), ["conditioner", "clip_label"], metric, level)
+    s["cell"] = [fmt_ci(m, h, digits) for m, h in zip(s["mean"], s["half_width"])]
+    table = s.pivot(index="conditioner", columns="clip_label", values="cell")
+    table = table.reindex(columns=[c for c in clip_labels(s) if c in table.columns])
+    table = table.reindex(sorted(table.index, key=_cond_rank))
+    table.columns.name = f"{label(metric)} vs clip length"
+    return table.fillna("n/a")
+
+
+def spaces_table(df: pd.DataFrame, metrics: Iterable[str], subset: str | Callable = "all",
+                 level: float = 0.95, digits: int = 3) -> pd.DataFrame:
+    """Table-I style: rows conditioner × renderer, one column per metric ("mean ± CI"); "n/a" if unavailable.
+
+    ``table.attrs["unavailable"]`` maps each metric that could not be summarised to the reason; if none can be,
+    MetricUnavailable is raised."""
+    rows, metrics, cols, missing = subset_rows(df, subset), list(metrics), {}, {}
+    by = [k for k in ("conditioner", "renderer") if k in rows]
+    for m in metrics:
+        try:
+            s = mean_ci(rows, by, m, level)
+        except MetricUnavailable as e:
+            missing[m] = str(e)
+            continue
+        cols[label(m)] = s.set_index(by).apply(lambda r: fmt_ci(r["mean"], r["half_width"], digits), axis=1)
+    if not cols:
+        raise MetricUnavailable("; ".join(missing.values()) or "no metric asked for")
+    index = _sort(rows[by].drop_duplicates(), by).set_index(by).index
+    table = pd.DataFrame(cols, index=index).reindex(columns=[label(m) for m in metrics]).fillna("n/a")
+    table.attrs["unavailable"] = missing
+    return table
+
+
+def gap_by_clip(df: pd.DataFrame, metric: str, reference: str = "expression",
+                others: Sequence[str] = AUDIO_SPACES, subset: str | Callable = "heldout_audio") -> pd.DataFrame:
+    """Per clip length: reference's mean minus each other space's mean (positive: reference higher)."""
+    s = mean_ci(subset_rows(df, subset), ["conditioner", "clip_label"], metric)
+    wide = s.pivot(index="clip_label", columns="conditioner", values="mean")
+    wide = wide.reindex([c for c in clip_labels(s) if c in wide.index])
+    present = [o for o in others if o in wide and reference in wide]
+    return pd.DataFrame({f"{reference} - {o}": wide[reference] - wide[o] for o in present}, index=wide.index)
+
+
+def provenance(df: pd.DataFrame) -> pd.DataFrame:
+    """Unique provenance strings (metric definitions, LSE models and status, eval resolution) with row counts."""
+    recs: dict[tuple[str, str], int] = {}
+    for col in [c for c in ("metric_provenance", "lse_model", "lse_local_model", "lse_status", "eval_resolution")
+                if c in df]:
+        for v, n in df[col].dropna().astype(str).value_counts().items():
+            try:
+                items = list(json.loads(v).items()) if col == "metric_provenance" else [(col, v)]
+            except (ValueError, AttributeError):  # not a JSON object: keep the text as it is
+                items = [(col, v)]
+            for key in ((k, str(text)) for k, text in items):
+                recs[key] = recs.get(key, 0) + n
+    return pd.DataFrame([(*k, n) for k, n in recs.items()], columns=["what", "provenance", "rows"])
+
+
+def plot_vs_clip_length(df: pd.DataFrame, metric: str, ax, subset: str | Callable = "heldout_audio",
+                        level: float = 0.95):
+    """One line per conditioner with its CI band; x = seconds of training frames (log scale)."""
+    s = mean_ci(subset_rows(df, subset), ["conditioner", "clip_label"], metric, level)
+    real = s["train_seconds"] if "train_seconds" in s else pd.Series(np.nan, index=s.index)
+    x = real.fillna(s["clip_label"].map(_clip_order)).replace(np.inf, np.nan)  # no seconds for "full": 2x longest
+    s["x"] = x.fillna(2 * x.max() if x.notna().any() else 1.0)
+    for cond, g in s.groupby("conditioner", sort=False):
+        g = g.sort_values("x")
+        line, = ax.plot(g["x"], g["mean"], marker="o", label=cond)
+        ax.fill_between(g["x"], g["ci_low"], g["ci_high"], color=line.get_color(), alpha=0.15)
+    ax.set_xscale("log")
+    ticks = s.assign(real=real).groupby("clip_label")[["x", "real"]].mean()
+    ax.set_xticks(ticks["x"].to_numpy(), [f"full\n({r:.0f} s)" if lb == "full" and r == r else lb
+                                          for lb, r in ticks["real"].items()])
+    ax.minorticks_off()
+    ax.set(xlabel="training frames (seconds)", ylabel=label(metric),
+           title=f"{label(metric)} vs clip length (mean, {level:.0%} CI over seeds)")
+    ax.legend()
+    return ax
+
+
+def plot_spaces_bars(df: pd.DataFrame, metric: str, ax, subset: str | Callable = "all", level: float = 0.95):
+    """Grouped bars: conditioners on x, one bar per renderer, CI error bars."""
+    rows = subset_rows(df, subset)
+    by = [k for k in ("conditioner", "renderer") if k in rows]
+    s = mean_ci(rows, by, metric, level)
+    conds = list(dict.fromkeys(s["conditioner"]))
+    rends = list(dict.fromkeys(s["renderer"])) if "renderer" in s else [None]
+    width = 0.8 / len(rends)
+    for i, r in enumerate(rends):
+        g = (s if r is None else s[s["renderer"] == r]).set_index("conditioner").reindex(conds)
+        x = np.arange(len(conds)) + (i - (len(rends) - 1) / 2) * width
+        ax.bar(x, g["mean"], width, yerr=g["half_width"].fillna(0), capsize=3, label=r)
+    ax.set_xticks(np.arange(len(conds)), conds)
+    ax.set(ylabel=label(metric), title=f"{label(metric)} (mean, {level:.0%} CI over seeds)")
+    if rends != [None]:
+        ax.legend(title="renderer")
+    return ax

@@ -1,0 +1,268 @@
+"""Lip-sync error LSE-D / LSE-C (Prajwal et al. 2020, the Wav2Lip protocol), official and local.
+
+The protocol: an embedding per 5-frame video window and per 0.2 s audio window; for every offset s in
+[-vshift, vshift] the distance between video window t and audio window t + s, averaged over t; LSE-D is the minimum
+of that curve over s, LSE-C its median minus its minimum (:func:`offset_search`, shared by both pairs below).
+
+1. :func:`lse_official`: the published metric. syncnet-python's pipeline (S3FD face detection, scene cuts, face
+   tracking, 224 px face crops, SyncNet ``syncnet_v2.model`` on MFCC) on a rendered mp4 with its audio track; LSE-D
+   and LSE-C are averaged over face tracks, as Wav2Lip's ``calculate_scores_real_videos.sh`` averages its lines.
+2. :func:`lse_local`: the same offset search with lipspace's LOCALLY trained audio-visual sync encoder
+   (``lipspace.av``) on mouth crops from 68-point landmarks. A sanity signal for this project only: never comparable
+   to published LSE-D / LSE-C.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lipspace.assets import Asset, cache_dir, file_sha256, resolve_asset
+from lipspace.errors import LipspaceError
+
+# VGG publishes no checksum for either file. These digests are the ones independent public projects record for them
+# (found by searching public code): syncnet_v2.model, 54,573,114 bytes, pinned identically by many
+# LSE evaluation scripts, one of which downloads it from exactly SYNCNET.url and checks this digest (LatentSync's
+# mirror holds the same bytes); sfd_face.pth, 89,844,381 bytes, recorded for the Oxford URL, LatentSync's mirror and
+# TalkNet's Google-Drive copy alike. Neither file is reachable from the machine this was written on, so neither
+# digest was checked here: a mismatch means "not the file everyone else uses". lse_model always records the sha256
+# of the file actually used.
+SYNCNET = Asset("syncnet_v2.model", "961e8696f888fce4f3f3a6c3d5b3267cf5b343100b238e79b2659bff2c605442",
+                "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model", 54_573_114,
+                licence="SyncNet (Chung & Zisserman 2016), VGG Oxford; no licence stated for the weights")
+S3FD = Asset("sfd_face.pth", "d54a87c2b7543b64729c9a25eafd188da15fd3f6e02f0ecec76ae1b30d86c491",
+             "https://www.robots.ox.ac.uk/~vgg/software/lipsync/data/sfd_face.pth", 89_844_381,
+             licence="S3FD (Zhang et al. 2017) as distributed with syncnet_python; no licence stated for the weights")
+SYNCNET_ENV, S3FD_ENV = "LIPSPACE_SYNCNET_WEIGHTS", "LIPSPACE_S3FD_WEIGHTS"
+SYNCNET_PYTHON_VERSION = "0.2.3"
+_INSTALL = (f"`pip install --no-deps syncnet-python=={SYNCNET_PYTHON_VERSION}` then `pip install scenedetect==0.6.7.1 "
+            "python-speech-features==0.6 ffmpeg-python==0.2.0` (make install does both)")
+
+
+def offset_search(video_feats, audio_feats, vshift: int = 15) -> dict:
+    """SyncNet's offset search, exactly as ``syncnet_python``: ``calc_pdist`` then ``SyncNetInstance.evaluate``.
+
+    ``video_feats`` [N, D] (window t) and ``audio_feats`` [N, D] (window t); the audio sequence is zero-padded by
+    ``vshift`` at both ends and d[t, k] = ||video_t - audio_{t+k-vshift} + 1e-6|| (``pairwise_distance``), so near
+    the clip ends some distances are to zero vectors, as in SyncNet. mean_dist[k] = mean over t of d[t, k];
+    ``min_dist`` (LSE-D) = min_k mean_dist, ``conf`` (LSE-C) = median_k mean_dist - min_dist, ``offset`` =
+    vshift - argmin_k: a positive offset says the audio matching video window t is at t - offset (the audio runs
+    ahead of the picture by that many frames). Returns {offset, min_dist, conf, mean_dist [2*vshift+1]}."""
+    v = torch.as_tensor(np.asarray(video_feats), dtype=torch.float32)
+    a = torch.as_tensor(np.asarray(audio_feats), dtype=torch.float32)
+    if v.ndim != 2 or v.shape != a.shape or len(v) == 0:
+        raise LipspaceError(f"offset_search needs video and audio features of one shape [N, D], N >= 1; "
+                            f"got {tuple(v.shape)} and {tuple(a.shape)}")
+    if int(vshift) < 0:
+        raise LipspaceError(f"vshift={vshift}: must be >= 0 frames")
+    w = 2 * int(vshift) + 1
+    windows = F.pad(a, (0, 0, vshift, vshift)).unfold(0, w, 1).transpose(1, 2)  # [N, w, D]: audio t-vshift..t+vshift
+    d = F.pairwise_distance(v[:, None, :].expand_as(windows), windows)  # [N, w], eps 1e-6 as calc_pdist
+    mean_dist = d.mean(0)
+    min_dist, k = torch.min(mean_dist, 0)
+    return {"offset": int(vshift) - int(k), "min_dist": float(min_dist),
+            "conf": float(torch.median(mean_dist) - min_dist), "mean_dist": mean_dist.numpy()}
+
+
+def _nan(prefix: str, status: str, model: str) -> dict:
+    sfx = "_local" if prefix == "lse_local" else ""
+    return {f"lse_d{sfx}": math.nan, f"lse_c{sfx}": math.nan, f"lse_offset{sfx}": None,
+            f"{prefix}_status": status, f"{prefix}_model": model}
+
+
+def _resolve_weight(asset: Asset, explicit, env: str, sha256: str | None, download: bool, arg: str
+                    ) -> tuple[Path | None, str]:
+    """(path checked against sha256, '') or (None, where it looked). A wrong checksum raises LipspaceError."""
+    sha = (sha256 or asset.sha256).lower()
+    given = (Path(explicit).expanduser(), f"{arg}={explicit}") if explicit else None
+    if given is None and os.environ.get(env):
+        given = (Path(os.environ[env]).expanduser(), f"${env}={os.environ[env]}")
+    if given is not None:
+        p, where = given
+        if not p.is_file():
+            return None, f"{where} (no file there)"
+        found = file_sha256(p)
+        if found != sha:
+            raise LipspaceError(f"{p} ({where}): sha256 {found}, expected {sha} for {asset.name}; a corrupted or "
+                                f"different file: replace it with {asset.url}, or pass {arg.replace('weights', '')}"
+                                f"sha256=<its digest> if you trust this one")
+        return p, ""
+    # the project folders, through the one asset resolver: $LIPSPACE_ASSETS/models/<name>, then the cache
+    assets_env = os.environ.get("LIPSPACE_ASSETS")
+    places = ([Path(assets_env).expanduser() / asset.subdir / asset.name] if assets_env else []) + \
+        [cache_dir() / asset.name]
+    looked = f"{arg}=None, ${env} unset, " + ", ".join(map(str, places)) + ("" if assets_env else
+                                                                             ", $LIPSPACE_ASSETS unset")
+    if not download and not any(p.is_file() for p in places):
+        return None, looked
+    try:
+        return resolve_asset(asset.name, sha, asset.url if download else None, asset.subdir), ""
+    except LipspaceError as e:  # a checksum mismatch is an error; a failed download is a missing file
+        if "checksum mismatch" in str(e) or " has sha256 " in str(e):
+            raise
+        return None, f"{looked}; {e}"
+
+
+@contextmanager
+def _captured_output(log_path: Path):
+    """Send this process's stdout/stderr (SyncNet's prints, ffmpeg's banners) to log_path meanwhile."""
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log_path, "wb") as log:
+        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            os.close(saved[0]), os.close(saved[1])
+
+
+def lse_official(video_path, *, syncnet_weights=None, s3fd_weights=None, vshift: int = 15, device: str = "cpu",
+                 download: bool = False, syncnet_sha256: str | None = None, s3fd_sha256: str | None = None,
+                 **pipeline_overrides) -> dict:
+    """LSE-D / LSE-C of a rendered mp4 (its own audio track) with the official SyncNet + S3FD weights.
+
+    Returns {lse_d, lse_c, lse_offset, lse_status, lse_model}. Weights, each: ``syncnet_weights`` /
+    ``s3fd_weights`` > ``$LIPSPACE_SYNCNET_WEIGHTS`` / ``$LIPSPACE_S3FD_WEIGHTS`` > ``$LIPSPACE_ASSETS/models/`` and
+    the project cache (``lipspace.assets.cache_dir()``) > the official URL, only with ``download=True``; every file
+    is checked against a sha256 (the pinned digests above, see their comment: not published by VGG; pass
+    ``syncnet_sha256`` / ``s3fd_sha256`` for another copy you trust). A wrong checksum and a missing or unreadable
+    video raise LipspaceError; missing weights, a missing syncnet-python / ffmpeg, or no usable face track give
+    NaN (``lse_offset`` None) with ``lse_status`` saying why. With several face tracks, LSE-D and LSE-C are their
+    means and ``lse_offset`` is that of the track with the lowest distance. ``pipeline_overrides``: fields of
+    syncnet_python's PipelineConfig (min_face_size=100 px, min_track=50 frames, facedet_scale, crop_scale, ...)."""
+    from lipspace.prep.io import probe_video
+
+    info = probe_video(video_path)  # LipspaceError for a missing / unreadable / audio-only file
+    if not info.has_audio:
+        raise LipspaceError(f"{video_path}: has no audio track; LSE scores the video against its own audio, so mux "
+                            f"it first: `ffmpeg -i video.mp4 -i audio.wav -c:v copy -map 0:v -map 1:a out.mp4`")
+    try:
+        import syncnet_python
+        from syncnet_python.syncnet_pipeline import PipelineConfig, SyncNetPipeline
+    except ImportError as e:
+        return _nan("lse", f"syncnet-python is not importable ({e}); install it: {_INSTALL}", "none")
+    fields = set(PipelineConfig.__annotations__) - {"s3fd_weights", "syncnet_weights", "vshift"}
+    if set(pipeline_overrides) - fields:
+        raise LipspaceError(f"lse_official: unknown pipeline option(s) {sorted(set(pipeline_overrides) - fields)}; "
+                            f"choose from {sorted(fields)}")
+    version = getattr(syncnet_python, "__version__", "?")
+    sp, why_s = _resolve_weight(SYNCNET, syncnet_weights, SYNCNET_ENV, syncnet_sha256, download, "syncnet_weights")
+    fp, why_f = _resolve_weight(S3FD, s3fd_weights, S3FD_ENV, s3fd_sha256, download, "s3fd_weights")
+    label = " + ".join(f"{name} {a.name} ({f'sha256 {file_sha256(p)}' if p else 'not found'})"
+                       for name, a, p in (("SyncNet", SYNCNET, sp), ("S3FD", S3FD, fp))) + f", syncnet-python {version}"
+    if sp is None or fp is None:
+        missing = "; ".join(f"no {a.name} (looked at {why}): get it from {a.url} and pass {arg}=PATH or set ${env}, "
+                            f"or call with download=True"
+                            for a, why, arg, env in ((SYNCNET, why_s, "syncnet_weights", SYNCNET_ENV),
+                                                     (S3FD, why_f, "s3fd_weights", S3FD_ENV)) if why)
+        return _nan("lse", f"official SyncNet/S3FD weights missing, LSE not computed: {missing}", label)
+    cfg = PipelineConfig(syncnet_weights=str(sp), s3fd_weights=str(fp), vshift=int(vshift), **pipeline_overrides)
+    if shutil.which(cfg.ffmpeg_bin) is None:
+        return _nan("lse", f"the ffmpeg binary ({cfg.ffmpeg_bin}) is not on PATH: the SyncNet pipeline needs it "
+                           f"(apt-get install ffmpeg)", label)
+    with tempfile.TemporaryDirectory(prefix="lipspace-lse-") as work:
+        log = Path(work) / "pipeline.log"
+        try:
+            with _captured_output(log):
+                pipe = SyncNetPipeline(cfg, device=device)
+                offsets, confs, dists, _, _, _, has_face = pipe.inference(
+                    str(video_path), None, cache_dir=str(Path(work) / "cache"))
+        except Exception as e:  # ffmpeg / torch.load / decoding failures inside syncnet_python
+            tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])[-300:]
+            raise LipspaceError(f"{video_path}: the SyncNet pipeline failed ({type(e).__name__}: "
+                                f"{' '.join(str(e).split())[:200]}); last output: {tail}") from None
+    if not offsets:
+        seen = "S3FD detected no face in any frame" if not has_face else "faces were detected, but none formed"
+        return _nan("lse", f"no face track found: {seen} (SyncNet needs a track of more than min_track="
+                           f"{cfg.min_track} frames within one scene, mean face size above min_face_size="
+                           f"{cfg.min_face_size} px; this video: {info.n_frames} frames of {info.width}x"
+                           f"{info.height}); render a larger face or a longer clip", label)
+    best = int(np.argmin(dists))
+    return {"lse_d": float(np.mean(dists)), "lse_c": float(np.mean(confs)), "lse_offset": int(offsets[best]),
+            "lse_status": f"ok: {len(offsets)} face track(s), offsets {list(map(int, offsets))}, LSE-D / LSE-C "
+                          f"averaged over tracks (Wav2Lip protocol)", "lse_model": label}
+
+
+def _fill_missing(lmk: np.ndarray) -> np.ndarray:
+    """Frames whose landmarks are not finite take those of the nearest finite frame."""
+    ok = np.isfinite(lmk).all((1, 2))
+    if ok.all():
+        return lmk
+    if not ok.any():
+        raise LipspaceError("lmk68 has no frame with finite landmarks: cannot place mouth crops")
+    idx = np.flatnonzero(ok)
+    nearest = idx[np.abs(np.arange(len(lmk))[:, None] - idx[None]).argmin(1)]
+    return lmk[nearest]
+
+
+def lse_local(frames, lmk68, audio_path, fps: float = 25.0, weights=None, vshift: int = 15) -> dict:
+    """LSE-D / LSE-C protocol with lipspace's locally trained AVE (``lipspace.av``) instead of SyncNet.
+
+    ``frames`` uint8 [T, H, W, 3] RGB (any size), ``lmk68`` [T, 68, 2] pixel coordinates in those frames,
+    ``audio_path`` a 16 kHz wav holding the audio of frame 0 onwards. Windows are built exactly as the AVE was
+    trained (``lipspace.av.data``): mouth crops of frames t-2..t+2 (box from landmarks 48-67, grayscale) and the 20
+    per-clip-standardised log-mel frames centred on frame t; every frame t with its 5-frame window inside the clip
+    is scored. Distance: Euclidean between L2-normalised embeddings (in [0, 2]), then :func:`offset_search`.
+    Weights: ``weights`` > ``$LIPSPACE_AVE_WEIGHTS`` > ~/.cache/lipspace/ave_local.pt (as the ``ave`` audio backend);
+    missing weights give NaN and ``lse_local_status``. Returns {lse_d_local, lse_c_local, lse_offset_local,
+    lse_local_status, lse_local_model}."""
+    import cv2
+
+    from lipspace.audio.features import AVE_WEIGHTS_ENV, AveBackend, MelBackend, ave_weights_path, read_audio
+    from lipspace.av import data as avd
+    from lipspace.data.schema import FPS
+
+    frames, lmk = np.asarray(frames), np.asarray(lmk68, np.float64)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise LipspaceError(f"lse_local: frames must be uint8 [T, H, W, 3] RGB, got {frames.dtype} {frames.shape}")
+    if lmk.shape != (len(frames), 68, 2):
+        raise LipspaceError(f"lse_local: lmk68 must be [T={len(frames)}, 68, 2], got {lmk.shape}")
+    if abs(float(fps) - FPS) > 1e-6:
+        raise LipspaceError(f"lse_local: fps={fps}, but the AVE windows are 5 frames = 0.2 s at {FPS} fps; resample "
+                            f"the video to {FPS} fps first")
+    h = avd.VIDEO_FRAMES // 2
+    if len(frames) < avd.VIDEO_FRAMES:
+        raise LipspaceError(f"lse_local: {len(frames)} frames, need at least {avd.VIDEO_FRAMES} for one window")
+    path = ave_weights_path(weights)
+    if not path.is_file():
+        return _nan("lse_local", f"no AVE checkpoint at {path} (weights={weights}, ${AVE_WEIGHTS_ENV} "
+                                 f"{'= ' + os.environ[AVE_WEIGHTS_ENV] if os.environ.get(AVE_WEIGHTS_ENV) else 'unset'}"
+                                 f"); train one with `python -m lipspace.av.train --train <dataset> --out {path}`",
+                    "locally trained AVE (not found), NOT SyncNet: not comparable to published LSE-D/LSE-C")
+    backend = AveBackend(path)  # loads (cached by sha256) and reads the provenance
+    model, cfg = backend.model, backend.model.config
+    prov = backend.provenance
+    trained_on = ", ".join(map(str, prov.get("train_clips", []))) or prov.get("weights", "unrecorded data")
+    label = (f"locally trained AVE (sha256 {backend.sha256}, trained on {trained_on}), NOT SyncNet: not comparable "
+             f"to published LSE-D/LSE-C")
+    mel = MelBackend(n_mels=int(cfg["n_mels"])).compute(read_audio(audio_path))
+    audio = model.encode_audio_clip(mel, len(frames))  # [T, dim], windows centred on each frame, as in training
+    crop_hw = tuple(cfg["crop_hw"])
+    boxes = avd.mouth_boxes(_fill_missing(lmk), crop_hw)
+    out_hw = (crop_hw[0] + 2 * avd.MARGIN[0], crop_hw[1] + 2 * avd.MARGIN[1])
+    crops = avd.centre_crop(np.stack([avd.crop_frame(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), b, out_hw)
+                                      for f, b in zip(frames, boxes)]))
+    centres = np.arange(h, len(frames) - h)
+    video = []
+    with torch.no_grad():
+        for i in range(0, len(centres), 128):
+            t = centres[i:i + 128]
+            win = crops[t[:, None] + np.arange(avd.VIDEO_FRAMES)[None] - h]  # [B, 5, H, W]
+            video.append(model.mouth(torch.from_numpy(np.ascontiguousarray(win))))
+    v = F.normalize(torch.cat(video), dim=1, eps=1e-8)
+    a = F.normalize(audio[centres], dim=1, eps=1e-8)
+    r = offset_search(v, a, vshift)
+    return {"lse_d_local": r["min_dist"], "lse_c_local": r["conf"], "lse_offset_local": r["offset"],
+            "lse_local_status": f"ok: {len(centres)} windows, offsets +-{vshift} frames",
+            "lse_local_model": label}

@@ -1,0 +1,164 @@
+"""Scores one rendered sequence with every metric the eval task reports, each naming the model that computed it.
+
+Per frame: PSNR / SSIM / L1 over the frame and the mouth box (``metrics``), LPIPS-alex v0.1 (``lpips``).
+Per sequence: MediaPipe face metrics (LMD, AUE, blink rate: ``face_metrics``), LSE-D / LSE-C with the official
+SyncNet (``lse.lse_official``: empty with a reason without its weights) and the locally trained sync expert
+(``lse.lse_local``, columns ``*_local``). A metric that cannot be computed (no weights, no face) is NaN and its
+``*_status`` column says why; it never stops the evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lipspace.eval import metrics as M
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalSettings:
+    """Which metrics to compute and where their weights are (``None``: the standard lookup of each module)."""
+
+    lpips: bool = True
+    face: bool = True  # LMD / AUE / blink rate (MediaPipe FaceLandmarker)
+    lse: bool = True  # official SyncNet LSE-D / LSE-C
+    lse_local: bool = True  # the same protocol with the locally trained sync expert (lipspace.av)
+    lpips_weights: str | None = None
+    face_model: str | None = None
+    syncnet_weights: str | None = None
+    s3fd_weights: str | None = None
+    ave_weights: str | None = None
+    download: bool = False  # fetch official weights from their URLs (checksummed) when not found locally
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, node) -> "EvalSettings":
+        if node is None:
+            return cls()
+        if isinstance(node, EvalSettings):
+            return node
+        d = dict(node)
+        known = {k: d.pop(k) for k in list(d) if k in cls.__dataclass_fields__ and k != "extra"}
+        return cls(**known, extra=d)
+
+
+def _nan_if_none(d: dict) -> dict:
+    return {k: (math.nan if v is None else v) for k, v in d.items()}
+
+
+class Scorer:
+    """One per evaluation: loads LPIPS once; ``frame`` and ``sequence`` return metric dicts for result rows."""
+
+    def __init__(self, settings: EvalSettings | None = None):
+        self.s = settings or EvalSettings()
+        self.provenance = dict(M.PROVENANCE)
+        self._lpips = None
+        self.face_status: str | None = None  # set once face analysis cannot run (no model): not retried per sequence
+        self.lpips_status = "disabled (evaluation.lpips=false)"
+        if self.s.lpips:
+            self._load_lpips()
+
+    def _load_lpips(self) -> None:
+        from lipspace.errors import LipspaceError
+        from lipspace.eval.lpips import load_lpips
+
+        try:
+            self._lpips = load_lpips(self.s.lpips_weights, download=self.s.download).eval()
+            self.lpips_status = "ok"
+            self.provenance["lpips"] = getattr(self._lpips, "provenance", "LPIPS-alex v0.1")
+        except LipspaceError as e:
+            self.lpips_status = f"not computed: {e}"
+            log.warning("eval: LPIPS column empty: %s", e)
+
+    def frame(self, pred: torch.Tensor, target: torch.Tensor, lmk68, scale: float) -> dict:
+        out = M.frame_metrics(pred, target, lmk68, scale=scale)
+        if self._lpips is not None and min(pred.shape[:2]) < 32:
+            out["lpips"] = math.nan  # AlexNet's strides need >= 32 px (lpips_status says so)
+            self.lpips_status = f"not computed: frames of {tuple(pred.shape[:2])} px are below LPIPS-alex's 32 px"
+        elif self._lpips is not None:
+            with torch.no_grad():
+                out["lpips"] = float(self._lpips(pred.float(), target.float()).reshape(-1)[0])
+        return out
+
+    def sequence(self, preds: np.ndarray, gts: np.ndarray | None, lmk68: np.ndarray | None, audio: Path | None,
+                 audio_offset_s: float = 0.0, fps: float = 25.0, video_path: Path | None = None) -> dict:
+        """Sequence metrics of uint8 renders [T,H,W,3]; ``gts`` the ground truth (None for dubbed audio);
+        ``lmk68`` [T,68,2] in the renders' pixels (mouth crops of the local sync expert); ``audio`` the driving
+        audio from ``audio_offset_s``; ``video_path`` an mp4 of the renders with that audio if already written."""
+        out: dict = {"lpips_status": self.lpips_status} if gts is not None else {}
+        if self.s.face and self.face_status is None:
+            out.update(self._face(preds, gts, fps))
+        elif self.s.face:
+            out["face_status"] = self.face_status
+        if audio is None or not (self.s.lse or self.s.lse_local):
+            return out
+        with tempfile.TemporaryDirectory(prefix="lipspace_eval_") as tmp:
+            wav = audio_slice(Path(audio), audio_offset_s, len(preds) / fps, Path(tmp) / "audio.wav")
+            if self.s.lse_local and lmk68 is not None:
+                out.update(self._lse_local(preds, lmk68, wav, fps))
+                if gts is not None:  # the same score on the ground truth: the ceiling this clip allows
+                    gt = self._lse_local(gts, lmk68, wav, fps)
+                    out.update({f"{k}_gt": gt[k] for k in ("lse_d_local", "lse_c_local", "lse_offset_local") if k in gt})
+            if self.s.lse:
+                if video_path is None:
+                    from lipspace.eval.video import write_video
+
+                    video_path = write_video(preds, Path(tmp) / "render.mp4", fps=int(fps), audio_path=wav)
+                out.update(self._lse_official(Path(video_path)))
+        return out
+
+    def _face(self, preds, gts, fps) -> dict:
+        from lipspace.errors import LipspaceError
+        from lipspace.eval import face_metrics as F
+
+        try:
+            out = F.face_metrics(preds, gts, fps=fps, model_path=self.s.face_model)
+            self.provenance.setdefault("face_model", F.face_model_provenance(self.s.face_model))
+            self.provenance.update({k: v for k, v in F.PROVENANCE.items() if k not in self.provenance})
+            return out
+        except LipspaceError as e:
+            log.warning("eval: face metrics empty: %s", e)
+            self.face_status = f"not computed: {e}"
+            return {"face_status": self.face_status}
+
+    def _lse_local(self, frames, lmk68, wav, fps) -> dict:
+        from lipspace.eval.lse import lse_local
+
+        out = lse_local(frames, lmk68, wav, fps=fps, weights=self.s.ave_weights)
+        if "lse_local_model" in out:
+            self.provenance["lse_local"] = out["lse_local_model"]
+        return _nan_if_none(out)
+
+    def _lse_official(self, video: Path) -> dict:
+        from lipspace.eval.lse import lse_official
+
+        out = lse_official(video, syncnet_weights=self.s.syncnet_weights, s3fd_weights=self.s.s3fd_weights,
+                           download=self.s.download)
+        if out.get("lse_model"):
+            self.provenance["lse"] = out["lse_model"]
+        return _nan_if_none(out)
+
+
+def audio_slice(src: Path, offset_s: float, seconds: float, out: Path) -> Path:
+    """16 kHz mono wav of ``src`` from ``offset_s`` for ``seconds`` (zero-padded at the end if shorter)."""
+    import librosa
+    import soundfile as sf
+
+    from lipspace.errors import LipspaceError
+
+    try:
+        y, sr = librosa.load(str(src), sr=16000, mono=True, offset=max(offset_s, 0.0), duration=seconds)
+    except Exception as e:  # noqa: BLE001 - decoder errors come in many types
+        raise LipspaceError(f"{src}: cannot read the audio ({type(e).__name__}: {e}); pass a 16 kHz wav") from None
+    n = int(round(seconds * 16000))
+    y = np.pad(y[:n], (0, max(0, n - len(y))))
+    sf.write(str(out), y, 16000, subtype="PCM_16")
+    return out
