@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipspace-installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install demo test test-slow test-all bench bench-prep bench-renderer bench-hashgrid bench-triplane study-spaces lint clean
+.PHONY: help install demo test test-slow test-all bench bench-prep bench-renderer bench-hashgrid bench-triplane study-spaces study-clip-length notebooks lint clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
@@ -50,6 +50,13 @@ bench-triplane: $(STAMP)  ## MLP vs tri-plane renderer: time to quality, trainin
 
 study-spaces: $(STAMP)  ## the conditioning-space table: every preset x 3 seeds at budget=tiny (ARGS for overrides)
 	$(PY) studies/conditioning_spaces.py $(ARGS)
+
+study-clip-length: $(STAMP)  ## the clip-length sweep (experiments/clip_length, synthetic head): 60 runs, joblib
+	OMP_NUM_THREADS=1 $(VENV)/bin/lipspace-train --config-dir experiments/clip_length --config-name sweep_synthetic $(ARGS)
+
+notebooks: $(STAMP)  ## execute the analysis notebooks on the committed results tables (into experiments/*/results/)
+	cd notebooks && ../$(VENV)/bin/papermill clip_length.ipynb ../experiments/clip_length/results/clip_length_synthetic.ipynb \
+	    -p results '["../experiments/clip_length/results/results_synthetic.csv"]' -p out_dir ../experiments/clip_length/results/figures
 
 bench-prep: $(STAMP)  ## preprocessing frames/s per stage and overall on the 71 s anchor clip
 	$(PY) benchmarks/bench_prep.py $(ARGS)

@@ -47,7 +47,7 @@ def write_results_fixture(path: Path, renderers=("mlp",), clips=(3.0, None), see
                          "ssim": 0.95 if gt else np.nan, "mouth_psnr": mouth if gt else np.nan,
                          "lmd": 2.0 + rng.normal(0, 0.1) if gt else np.nan, "lse_d": 8.0 + rng.normal(0, 0.1),
                          "lse_c": 3.0 + rng.normal(0, 0.1), "lse_d_local": np.nan, "lse_c_local": np.nan,
-                         "blinks_per_s": 0.3})
+                         "blink_rate": 0.3})
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
@@ -169,3 +169,17 @@ def test_notebooks_are_saved_clean_with_a_kernelspec(name):
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(not c["outputs"] and c["execution_count"] is None for c in code)
     assert "parameters" in code[0]["metadata"].get("tags", [])
+
+
+def test_heldout_audio_falls_back_to_the_audio_driven_tail_of_a_clip_without_utterances():
+    from lipspace.analysis import subset_rows
+
+    rows = pd.DataFrame([
+        {"dataset": "syn", "eval_set": "test_tail", "driver": "audio", "psnr": 1.0},
+        {"dataset": "syn", "eval_set": "heldout/u0", "driver": "audio", "psnr": 2.0},
+        {"dataset": "syn", "eval_set": "heldout/u0", "driver": "oracle_inputs", "psnr": 3.0},
+        {"dataset": "real", "eval_set": "test_tail", "driver": "audio", "psnr": 4.0},
+        {"dataset": "real", "eval_set": "test_tail", "driver": "tracked_inputs", "psnr": 5.0},
+        {"dataset": "real", "eval_set": "dub/de", "driver": "audio", "psnr": 6.0},
+    ])
+    assert sorted(subset_rows(rows, "heldout_audio").psnr) == [2.0, 4.0]

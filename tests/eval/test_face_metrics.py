@@ -75,11 +75,11 @@ def test_all_missing_gives_nan_and_a_status():
     pred.lmk[:] = pred.blend[:] = np.nan
     out = metrics_from_tracks(pred, gt, fps=25)
     assert out["lmd_frames"] == 0 and math.isnan(out["lmd"]) and math.isnan(out["lmd_norm"])
-    assert math.isnan(out["aue_upper"]) and math.isnan(out["aue_lower"]) and math.isnan(out["blinks_per_s"])
+    assert math.isnan(out["aue_upper"]) and math.isnan(out["aue_lower"]) and math.isnan(out["blink_rate"])
     assert out["face_found"] == 0.0 and out["face_found_gt"] == 1.0
     assert "no frame has a face in both" in out["face_status"] and "render 0/10" in out["face_status"]
     solo = metrics_from_tracks(pred, None, fps=25)
-    assert set(solo) == {"face_found", "blinks_per_s", "face_status"} and "no face" in solo["face_status"]
+    assert set(solo) == {"face_found", "blink_rate", "face_status"} and "no face" in solo["face_status"]
     with pytest.raises(LipspaceError, match="same number of frames"):
         lmd(_tracks(t=9), gt)
 
@@ -132,7 +132,7 @@ def test_missing_model_path_is_a_one_line_error_naming_it(tmp_path):
 
 
 def test_provenance_names_every_metric():
-    assert {"lmd", "lmd_norm", "blinks_per_s", "blinks_per_s_gt", "aue_upper", "aue_lower", "face_found"} <= set(
+    assert {"lmd", "lmd_norm", "blink_rate", "blink_rate_gt", "aue_upper", "aue_lower", "face_found"} <= set(
         PROVENANCE)
     assert "OpenFace" in PROVENANCE["aue_upper"] and "33 and 263" in PROVENANCE["lmd_norm"]
 
@@ -190,9 +190,9 @@ def test_real_clip_metrics(clip_frames):
     out = face_metrics(frames[2:], frames[:-2], fps=25, model_path=MODEL)
     assert out["lmd"] > 0 and 0 < out["lmd_norm"] < 20 and out["lmd_frames"] >= 0.95 * (len(frames) - 2)
     assert out["aue_upper"] >= 0 and out["aue_lower"] > 0 and out["face_status"].startswith("ok")
-    assert 0 <= out["blinks_per_s"] <= 2 and 0 <= out["blinks_per_s_gt"] <= 2
+    assert 0 <= out["blink_rate"] <= 2 and 0 <= out["blink_rate_gt"] <= 2
     solo = face_metrics(frames, None, fps=25, model_path=MODEL)
-    assert solo["face_found"] >= 0.95 and solo["blinks_per_s"] == pytest.approx(rate)
+    assert solo["face_found"] >= 0.95 and solo["blink_rate"] == pytest.approx(rate)
 
 
 @needs_assets

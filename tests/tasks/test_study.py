@@ -73,10 +73,11 @@ def test_failing_sweep_jobs_are_recorded_and_the_sweep_finishes(tmp_path):
     assert len(list((tmp_path / "sweep").glob("*/FAILED"))) == 2
 
 
-@pytest.mark.parametrize("study", ["clip_length", "conditioning_spaces"])
-def test_sweep_configs_resolve_with_joblib_and_submitit(study, tmp_path):
-    base = [str(BIN / "lipspace-train"), "--config-dir", str(ROOT / "experiments" / study), "--config-name",
-            "sweep_synthetic"]
+@pytest.mark.parametrize("study,name,tag", [("clip_length", "sweep_synthetic", "synthetic"),
+                                          ("clip_length", "sweep_anchor", "anchor"),
+                                          ("conditioning_spaces", "sweep_synthetic", "synthetic")])
+def test_sweep_configs_resolve_with_joblib_and_submitit(study, name, tag, tmp_path):
+    base = [str(BIN / "lipspace-train"), "--config-dir", str(ROOT / "experiments" / study), "--config-name", name]
     for launcher, target in ((None, "joblib_launcher.JoblibLauncher"),
                              ("submitit_slurm", "submitit_launcher.SlurmLauncher")):
         extra = [f"hydra/launcher={launcher}"] if launcher else []
@@ -90,7 +91,8 @@ def test_sweep_configs_resolve_with_joblib_and_submitit(study, tmp_path):
     assert job.returncode == 0, job.stderr[-2000:]
     cfg = OmegaConf.create(job.stdout)
     assert cfg.study == study and cfg.evaluation.after_train
-    assert cfg.evaluation.results_table.endswith(f"experiments/{study}/results/results_synthetic.csv")
+    assert cfg.evaluation.results_table.endswith(f"experiments/{study}/results/results_{tag}.csv")
+    assert cfg.data.synthetic is None or tag == "synthetic"  # a real dataset is never generated
 
 
 @pytest.mark.slow

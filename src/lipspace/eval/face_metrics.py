@@ -50,10 +50,10 @@ PROVENANCE: dict[str, str] = {
            f"pixels of the evaluated frame (frames < 256 px upsampled for detection only); {_MODEL}",
     "lmd_norm": "lmd divided per frame by the ground truth's inter-ocular distance (outer eye corners, mesh points "
                 f"33 and 263), x100: percent of the eye distance, resolution independent; {_MODEL}",
-    "blinks_per_s": f"blink events per second of the render: mean of eyeBlinkLeft/Right blendshapes, frames without "
+    "blink_rate": f"blink events per second of the render: mean of eyeBlinkLeft/Right blendshapes, frames without "
                     f"a face interpolated, hysteresis events (start >= {BLINK_HIGH}, end < {BLINK_LOW}, "
                     f"lipspace.eval.motion.blink_events) over T / fps; {_MODEL}",
-    "blinks_per_s_gt": "as blinks_per_s, on the ground-truth frames",
+    "blink_rate_gt": "as blink_rate, on the ground-truth frames",
     "aue_upper": "action-unit error after SyncTalk, but from MediaPipe's 52 ARKit blendshape scores (0..1) instead "
                  "of OpenFace AU intensities (not comparable to published AUE numbers): mean |render - ground truth| "
                  f"over frames with a face in both and over the blendshapes starting with {', '.join(UPPER_PREFIXES)}"
@@ -174,7 +174,7 @@ def _columns(tracks: FaceTracks, prefixes: tuple[str, ...]) -> list[int]:
 
 
 def blink_rate(tracks: FaceTracks, fps: float) -> float:
-    """Blinks per second from the mean of eyeBlinkLeft/Right (see PROVENANCE["blinks_per_s"]); NaN without faces."""
+    """Blinks per second from the mean of eyeBlinkLeft/Right (see PROVENANCE["blink_rate"]); NaN without faces."""
     found = np.asarray(tracks.found, bool)
     if not found.any():
         return float("nan")
@@ -211,15 +211,15 @@ def metrics_from_tracks(pred: FaceTracks, gt: FaceTracks | None = None, fps: flo
     """face_metrics' dict from already analysed tracks (e.g. ground truth analysed once for several renders)."""
     n = len(pred)
     out: dict = {"face_found": float(np.mean(pred.found)) if n else float("nan"),
-                 "blinks_per_s": blink_rate(pred, fps)}
+                 "blink_rate": blink_rate(pred, fps)}
     if gt is None:
         out["face_status"] = (f"face found in {int(np.sum(pred.found))}/{n} rendered frames (no ground truth: "
                               f"blink rate only)" if np.any(pred.found) else
-                              f"no face found in any of the {n} rendered frames: blinks_per_s is NaN")
+                              f"no face found in any of the {n} rendered frames: blink_rate is NaN")
         return out
     out.update(lmd(pred, gt))
     out.update(aue(pred, gt))
-    out["blinks_per_s_gt"] = blink_rate(gt, fps)
+    out["blink_rate_gt"] = blink_rate(gt, fps)
     out["face_found_gt"] = float(np.mean(gt.found)) if n else float("nan")
     counts = f"render {int(np.sum(pred.found))}/{n}, ground truth {int(np.sum(gt.found))}/{n} frames with a face"
     out["face_status"] = (f"ok: {counts}; metrics over the {out['lmd_frames']} frames with both" if out["lmd_frames"]

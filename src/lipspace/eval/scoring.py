@@ -106,7 +106,8 @@ class Scorer:
                 out.update(self._lse_local(preds, lmk68, wav, fps))
                 if gts is not None:  # the same score on the ground truth: the ceiling this clip allows
                     gt = self._lse_local(gts, lmk68, wav, fps)
-                    out.update({f"{k}_gt": gt[k] for k in ("lse_d_local", "lse_c_local", "lse_offset_local") if k in gt})
+                    keys = ("lse_d_local", "lse_c_local", "lse_offset_local")
+                    out.update({f"{k}_gt": gt[k] for k in keys if k in gt})
             if self.s.lse:
                 if video_path is None:
                     from lipspace.eval.video import write_video
@@ -130,18 +131,26 @@ class Scorer:
             return {"face_status": self.face_status}
 
     def _lse_local(self, frames, lmk68, wav, fps) -> dict:
+        from lipspace.errors import LipspaceError
         from lipspace.eval.lse import lse_local
 
-        out = lse_local(frames, lmk68, wav, fps=fps, weights=self.s.ave_weights)
+        try:
+            out = lse_local(frames, lmk68, wav, fps=fps, weights=self.s.ave_weights)
+        except LipspaceError as e:  # e.g. a sequence shorter than one 5-frame window
+            return {"lse_d_local": math.nan, "lse_c_local": math.nan, "lse_local_status": f"not computed: {e}"}
         if "lse_local_model" in out:
             self.provenance["lse_local"] = out["lse_local_model"]
         return _nan_if_none(out)
 
     def _lse_official(self, video: Path) -> dict:
+        from lipspace.errors import LipspaceError
         from lipspace.eval.lse import lse_official
 
-        out = lse_official(video, syncnet_weights=self.s.syncnet_weights, s3fd_weights=self.s.s3fd_weights,
-                           download=self.s.download)
+        try:
+            out = lse_official(video, syncnet_weights=self.s.syncnet_weights, s3fd_weights=self.s.s3fd_weights,
+                               download=self.s.download)
+        except LipspaceError as e:  # a weight file with the wrong checksum, an unreadable render
+            return {"lse_d": math.nan, "lse_c": math.nan, "lse_status": f"not computed: {e}"}
         if out.get("lse_model"):
             self.provenance["lse"] = out["lse_model"]
         return _nan_if_none(out)

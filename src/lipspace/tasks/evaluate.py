@@ -160,7 +160,8 @@ def dataset_label(root) -> str:
 
 def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int | None = None,
              downscale: int = 1, settings: EvalSettings | dict | None = None, dub_audio=(),
-             dub_seconds: float | None = 8.0, max_tail_frames: int | None = None, oracle: bool = True) -> pd.DataFrame:
+             dub_seconds: float | None = 8.0, max_tail_frames: int | None = None,
+             oracle: bool = True) -> pd.DataFrame:
     """Evaluate a run: reconstruction on the held-out tail (its first ``max_tail_frames``, all when None); each
     held-out utterance (synthetic data: exact ground truth) driven by its tracked inputs and by its audio; each
     dubbed audio file in ``dub_audio`` (its first ``dub_seconds``). A conditioner with inputs beyond audio that
