@@ -58,6 +58,7 @@ class Scorer:
     """One per evaluation: loads LPIPS once; ``frame`` and ``sequence`` return metric dicts for result rows."""
 
     def __init__(self, settings: EvalSettings | None = None):
+        _ignore_stray_sigprof()
         self.s = settings or EvalSettings()
         self.provenance = dict(M.PROVENANCE)
         self._lpips = None
@@ -154,6 +155,18 @@ class Scorer:
         if out.get("lse_model"):
             self.provenance["lse"] = out["lse_model"]
         return _nan_if_none(out)
+
+
+def _ignore_stray_sigprof() -> None:
+    """Long test runs using MediaPipe / syncnet-python twice died with "Profiling timer expired" (SIGPROF's default
+    action; the timer's source, native, was not found). When no handler is installed, ignore SIGPROF so that a stray
+    profiling timer cannot kill a long evaluation; a real signal-based profiler installs its own handler first."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGPROF) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGPROF, signal.SIG_IGN)
 
 
 def audio_slice(src: Path, offset_s: float, seconds: float, out: Path) -> Path:
