@@ -129,3 +129,29 @@ def test_real_tiny_sweep_feeds_both_notebooks(tiny_dataset, tmp_path, monkeypatc
                                         parameters={"results": [str(table)]}, kernel_name="python3",
                                         cwd=str(ROOT / "notebooks"))
         assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.slow
+def test_every_dubbed_file_of_the_shared_assets_drives_an_eval_row(tiny_dataset, tmp_path):
+    """CI has ../shared/assets/audio: each dubbed file renders, is muxed and scored; metrics that cannot be computed
+    on a 24x24 toy render are NaN with their status, never an exception."""
+    from tests.conftest import assets_dir
+
+    from lipspace.config import compose_train
+    from lipspace.tasks.evaluate import evaluate
+    from lipspace.tasks.train import train
+
+    assets = assets_dir()
+    if assets is None or not (assets / "audio").is_dir():
+        pytest.skip("no shared assets (set LIPSPACE_ASSETS): the dubbed speech files live in assets/audio")
+    out = tmp_path / "run"
+    overrides = ["data=dir", f"data.root={tiny_dataset}", "debug=fast", "logger=csv", "experiment=adnerf",
+                 "conditioner.audio.backend=mel"]
+    train(compose_train(overrides, out), out)
+    wavs = sorted((assets / "audio").glob("*.wav"))
+    df = evaluate(out, videos=True, dub_audio=[assets / "audio"], dub_seconds=0.4)
+    dubs = df[df.eval_set.str.startswith("dub/")]
+    assert sorted(dubs.eval_set) == sorted(f"dub/{w.stem}" for w in wavs) and (dubs.n_frames == 10).all()
+    assert dubs.video.map(lambda p: Path(p).is_file()).all()
+    assert dubs.lse_status.str.len().gt(0).all() and dubs.lse_d.isna().all()  # no official weights here
+    assert {"face_status", "lse_local_status", "metric_provenance"} <= set(dubs.columns)
