@@ -103,10 +103,10 @@ def test_real_tiny_sweep_feeds_both_notebooks(tiny_dataset, tmp_path, monkeypatc
 
     table = tmp_path / "results_tiny.csv"
     cmd = [str(BIN / "lipspace-train"), "--config-dir", str(ROOT / "experiments" / "clip_length"), "--config-name",
-           "sweep_synthetic", "data=dir", f"data.root={tiny_dataset}", "debug=fast", "trainer.max_steps=4",
-           f"evaluation.results_table={table}", "evaluation.metrics.lse=false", "evaluation.downscale=1",
-           f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.sweeper.params.seed=0,1",
-           "hydra.sweeper.params.experiment=lipnerf,adnerf", "hydra.sweeper.params.data.clip_seconds=0.4,null"]
+           "sweep_synthetic", "data=dir", f"data.root={tiny_dataset}", "data.synthetic=null", "debug=fast", "trainer.max_steps=4",
+           f"evaluation.results_table={table}", "evaluation.downscale=1",
+           f"hydra.sweep.dir={tmp_path / 'sweep'}", "seed=0,1",
+           "experiment=lipnerf,adnerf", "data.clip_seconds=0.4,null", "hydra.launcher.n_jobs=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
