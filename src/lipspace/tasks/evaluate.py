@@ -180,8 +180,8 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
     torch.manual_seed(int(cfg.seed))
     cond = system.conditioner
     by_audio_too = not cond.audio_only() and cond.can_drive_by_audio()
-    if len(split.test):
-        tail = split.test[:max_tail_frames]
+    tail = split.test[:max_tail_frames]  # max_tail_frames=0 skips the tail
+    if len(tail):
         log.info("eval: reconstruction on %d held-out tail frames", len(tail))
         inputs = frame_inputs(clip, tail, dm.inputs)
         if oracle or not by_audio_too:
