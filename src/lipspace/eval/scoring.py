@@ -63,6 +63,7 @@ class Scorer:
         self.provenance = dict(M.PROVENANCE)
         self._lpips = None
         self.face_status: str | None = None  # set once face analysis cannot run (no model): not retried per sequence
+        self._gt_cache: dict = {}  # ground-truth face tracks / local LSE per (metric, sequence key)
         self.lpips_status = "disabled (evaluation.lpips=false)"
         if self.s.lpips:
             self._load_lpips()
@@ -90,13 +91,15 @@ class Scorer:
         return out
 
     def sequence(self, preds: np.ndarray, gts: np.ndarray | None, lmk68: np.ndarray | None, audio: Path | None,
-                 audio_offset_s: float = 0.0, fps: float = 25.0, video_path: Path | None = None) -> dict:
+                 audio_offset_s: float = 0.0, fps: float = 25.0, video_path: Path | None = None,
+                 gt_key=None) -> dict:
         """Sequence metrics of uint8 renders [T,H,W,3]; ``gts`` the ground truth (None for dubbed audio);
         ``lmk68`` [T,68,2] in the renders' pixels (mouth crops of the local sync expert); ``audio`` the driving
-        audio from ``audio_offset_s``; ``video_path`` an mp4 of the renders with that audio if already written."""
+        audio from ``audio_offset_s``; ``video_path`` an mp4 of the renders with that audio if already written.
+        ``gt_key`` names the ground-truth sequence: one scored under several drivers is analysed once."""
         out: dict = {"lpips_status": self.lpips_status} if gts is not None else {}
         if self.s.face and self.face_status is None:
-            out.update(self._face(preds, gts, fps))
+            out.update(self._face(preds, gts, fps, gt_key))
         elif self.s.face:
             out["face_status"] = self.face_status
         if audio is None or not (self.s.lse or self.s.lse_local):
@@ -106,7 +109,7 @@ class Scorer:
             if self.s.lse_local and lmk68 is not None:
                 out.update(self._lse_local(preds, lmk68, wav, fps))
                 if gts is not None:  # the same score on the ground truth: the ceiling this clip allows
-                    gt = self._lse_local(gts, lmk68, wav, fps)
+                    gt = self._cached(("lse_local", gt_key), lambda: self._lse_local(gts, lmk68, wav, fps))
                     keys = ("lse_d_local", "lse_c_local", "lse_offset_local")
                     out.update({f"{k}_gt": gt[k] for k in keys if k in gt})
             if self.s.lse:
@@ -117,15 +120,28 @@ class Scorer:
                 out.update(self._lse_official(Path(video_path)))
         return out
 
-    def _face(self, preds, gts, fps) -> dict:
+    def _cached(self, key, compute):
+        """``compute()`` once per key (a ground-truth sequence's analysis); a None sequence key is never cached."""
+        if key[-1] is None:
+            return compute()
+        if key not in self._gt_cache:
+            self._gt_cache[key] = compute()
+        return self._gt_cache[key]
+
+    def _face(self, preds, gts, fps, gt_key=None) -> dict:
         from lipspace.errors import LipspaceError
         from lipspace.eval import face_metrics as F
 
         try:
-            out = F.face_metrics(preds, gts, fps=fps, model_path=self.s.face_model)
-            self.provenance.setdefault("face_model", F.face_model_provenance(self.s.face_model))
-            self.provenance.update({k: v for k, v in F.PROVENANCE.items() if k not in self.provenance})
-            return out
+            if "face_model" not in self.provenance:  # hashes the model file: once per evaluation
+                self.provenance["face_model"] = F.face_model_provenance(self.s.face_model)
+                self.provenance.update({k: v for k, v in F.PROVENANCE.items() if k not in self.provenance})
+            if gts is None or gt_key is None:
+                return F.face_metrics(preds, gts, fps=fps, model_path=self.s.face_model)
+            if preds.shape != gts.shape:
+                raise LipspaceError(f"face metrics: render {preds.shape} and ground truth {gts.shape} differ")
+            gt = self._cached(("face", gt_key), lambda: F.analyse_frames(gts, self.s.face_model, fps=fps))
+            return F.metrics_from_tracks(F.analyse_frames(preds, self.s.face_model, fps=fps), gt, fps)
         except LipspaceError as e:
             log.warning("eval: face metrics empty: %s", e)
             self.face_status = f"not computed: {e}"
@@ -170,17 +186,14 @@ def _ignore_stray_sigprof() -> None:
 
 
 def audio_slice(src: Path, offset_s: float, seconds: float, out: Path) -> Path:
-    """16 kHz mono wav of ``src`` from ``offset_s`` for ``seconds`` (zero-padded at the end if shorter)."""
-    import librosa
+    """16 kHz mono wav of ``src`` (a 16 kHz wav, read by ``lipspace.audio.features.read_audio``) from ``offset_s``
+    for ``seconds``, zero-padded at the end if shorter."""
     import soundfile as sf
 
-    from lipspace.errors import LipspaceError
+    from lipspace.audio.features import read_audio
 
-    try:
-        y, sr = librosa.load(str(src), sr=16000, mono=True, offset=max(offset_s, 0.0), duration=seconds)
-    except Exception as e:  # noqa: BLE001 - decoder errors come in many types
-        raise LipspaceError(f"{src}: cannot read the audio ({type(e).__name__}: {e}); pass a 16 kHz wav") from None
-    n = int(round(seconds * 16000))
-    y = np.pad(y[:n], (0, max(0, n - len(y))))
-    sf.write(str(out), y, 16000, subtype="PCM_16")
+    y = read_audio(src)
+    start, n = int(round(max(offset_s, 0.0) * 16000)), int(round(seconds * 16000))
+    y = y[start:start + n]
+    sf.write(str(out), np.pad(y, (0, n - len(y))), 16000, subtype="PCM_16")
     return out
