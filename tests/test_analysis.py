@@ -145,7 +145,8 @@ def _text_outputs(nb) -> str:
 @pytest.mark.parametrize("name,renderers,expected", [
     ("clip_length", ("mlp",), ["mouth PSNR ↑ vs clip length", "3 s", "full", "LSE-D ↓ (official SyncNet LSE)",
                                "locally trained sync expert, not comparable to published LSE", "not available:",
-                               "out of memory (fixture)", "syncnet_v2 (fixture)", "claim holds: True"]),
+                               "out of memory (fixture)", "syncnet_v2 (fixture)", "claim holds: True",
+                               "Dubbed audio: LSE-D ↓", "Dubbed audio: face found"]),
     ("conditioning_spaces", ("mlp", "triplane"), ["Table I, reconstruction", "Table I, held-out audio-driven",
                                                   "PSNR ↑", "SSIM ↑", "LPIPS ↓", "mouth PSNR ↑", "LMD ↓", "LSE-C ↑",
                                                   "triplane", "not available: lpips", "Dubbed audio"]),

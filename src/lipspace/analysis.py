@@ -21,9 +21,10 @@ AUDIO_SPACES = ["deepspeech", "blendshape_av"]
 METRIC_LABELS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "mouth_psnr": "mouth PSNR ↑",
                  "l1": "L1 ↓", "mouth_l1": "mouth L1 ↓", "lmd": "LMD ↓", "lmd_norm": "LMD (norm.) ↓",
                  "lse_d": "LSE-D ↓", "lse_c": "LSE-C ↑", "lse_d_local": "LSE-D (local) ↓",
-                 "lse_c_local": "LSE-C (local) ↑", "blinks_per_s": "blinks/s (generated)", "blink_rate": "blinks/s",
-                 "aue_upper": "AUE upper ↓",
-                 "aue_lower": "AUE lower ↓", "expr_mse": "expression MSE ↓"}
+                 "lse_c_local": "LSE-C (local) ↑", "lse_d_local_gt": "LSE-D (local) of the ground truth",
+                 "lse_c_local_gt": "LSE-C (local) of the ground truth", "blinks_per_s": "blinks/s (generated)",
+                 "blink_rate": "blinks/s", "face_found": "face found (fraction of frames) ↑",
+                 "aue_upper": "AUE upper ↓", "aue_lower": "AUE lower ↓", "expr_mse": "expression MSE ↓"}
 
 
 def _producer(p: Path) -> str:
