@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipspace-installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install demo test test-slow test-all bench bench-prep bench-renderer bench-hashgrid bench-triplane study-spaces study-clip-length notebooks lint clean
+.PHONY: help install demo test test-slow test-all bench bench-prep bench-renderer bench-hashgrid bench-triplane study-spaces study-clip-length notebooks clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lipspace.loggers import eval_metrics, find_wandb_run, log_eval, primary_rows, wandb_run_dirs
+from lipspace.wandb_eval import eval_metrics, find_wandb_run, log_eval, primary_rows, wandb_run_dirs
 
 INFO = {"conditioner": "expression", "renderer": "mlp", "experiment": None, "budget": "tiny", "seed": 0,
         "dataset": "/data/synth_a", "clip_seconds": 5, "gt_background_classes": [0], "bounds": [[-1, 1]],
@@ -287,7 +287,7 @@ def test_report_objects_build(monkeypatch):
 def test_resuming_waits_for_a_run_directory_of_its_own(tmp_path):
     from datetime import datetime
 
-    from lipspace.loggers import _wait_for_own_run_dir
+    from lipspace.wandb_eval import _wait_for_own_run_dir
 
     now = datetime.now().strftime("%Y%m%d_%H%M%S")
     (tmp_path / "wandb" / f"offline-run-{now}-abc").mkdir(parents=True)  # W&B would reuse this name this second

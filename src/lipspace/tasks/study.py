@@ -88,7 +88,7 @@ def log_to_wandb(run_dir, df: pd.DataFrame) -> None:
     cfg_path = Path(run_dir) / "config.yaml"
     if not cfg_path.is_file() or not (OmegaConf.load(cfg_path).get("logger") or {}).get("wandb"):
         return
-    from lipspace.loggers import log_eval
+    from lipspace.wandb_eval import log_eval
 
     info_path = Path(run_dir) / "run.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
