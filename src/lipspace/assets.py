@@ -86,12 +86,22 @@ def file_sha256(path: str | Path) -> str:
     return digest
 
 
+class ChecksumMismatch(LipspaceError):
+    """A model file (local or just downloaded) whose sha256 is not the expected one: never used, never retried."""
+
+
+def asset_places(name: str, subdir: str = "models") -> list[Path]:
+    """Where resolve_asset looks for `name`, in order: $LIPSPACE_ASSETS/<subdir>/<name> (when set), the cache."""
+    env = os.environ.get("LIPSPACE_ASSETS")
+    return ([Path(env).expanduser() / subdir / name] if env else []) + [cache_dir() / name]
+
+
 def _verify(p: Path, sha256: str, where: str, url: str | None) -> Path:
     found = file_sha256(p)
     if found != sha256.lower():
         fix = (f"delete it so it is downloaded again from {url}" if url and where == "cache"
                else f"replace it with the official file{f' from {url}' if url else ''}")
-        raise LipspaceError(f"{p}: checksum mismatch ({where} copy): expected sha256 {sha256.lower()}, found {found}; "
+        raise ChecksumMismatch(f"{p}: checksum mismatch ({where} copy): expected sha256 {sha256.lower()}, found {found}; "
                             f"the file is corrupted, truncated or a different version: {fix}")
     return p
 
@@ -105,18 +115,13 @@ def _fetch(url: str, dest: Path) -> None:
 
 def resolve_asset(name: str, sha256: str, url: str | None, subdir: str = "models") -> Path:
     """Path of a verified local copy of `name` (see module doc for the lookup order)."""
-    tried: list[str] = []
-    env = os.environ.get("LIPSPACE_ASSETS")
-    if env:
-        p = Path(env).expanduser() / subdir / name
-        tried.append(str(p))
+    places = asset_places(name, subdir)
+    tried = [str(p) for p in places]
+    for p in places:
         if p.is_file():
-            return _verify(p, sha256, "LIPSPACE_ASSETS", url)
+            return _verify(p, sha256, "cache" if p == places[-1] else "LIPSPACE_ASSETS", url)
     cdir = cache_dir()
-    cached = cdir / name
-    tried.append(str(cached))
-    if cached.is_file():
-        return _verify(cached, sha256, "cache", url)
+    cached = places[-1]
 
     place = f"put it at {cached} or in $LIPSPACE_ASSETS/{subdir}/{name}"
     if url is None:
@@ -140,7 +145,7 @@ def resolve_asset(name: str, sha256: str, url: str | None, subdir: str = "models
                                 f"if offline, download it on another machine and {place}") from None
         found = file_sha256(tmp)
         if found != sha256.lower():
-            raise LipspaceError(f"{name}: the file downloaded from {url} has sha256 {found}, expected "
+            raise ChecksumMismatch(f"{name}: the file downloaded from {url} has sha256 {found}, expected "
                                 f"{sha256.lower()}; the server holds another version or the transfer broke: retry, "
                                 f"or fetch the right file yourself and {place}")
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is shared by the user's tools

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lipspace.assets import Asset, cache_dir, file_sha256, resolve_asset
+from lipspace.assets import Asset, ChecksumMismatch, asset_places, file_sha256, resolve_asset
 from lipspace.errors import LipspaceError
 
 # VGG publishes no checksum for either file. These digests are the ones independent public projects record for them
@@ -97,18 +97,16 @@ def _resolve_weight(asset: Asset, explicit, env: str, sha256: str | None, downlo
                                 f"sha256=<its digest> if you trust this one")
         return p, ""
     # the project folders, through the one asset resolver: $LIPSPACE_ASSETS/models/<name>, then the cache
-    assets_env = os.environ.get("LIPSPACE_ASSETS")
-    places = ([Path(assets_env).expanduser() / asset.subdir / asset.name] if assets_env else []) + \
-        [cache_dir() / asset.name]
-    looked = f"{arg}=None, ${env} unset, " + ", ".join(map(str, places)) + ("" if assets_env else
-                                                                             ", $LIPSPACE_ASSETS unset")
+    places = asset_places(asset.name, asset.subdir)
+    looked = f"{arg}=None, ${env} unset, " + ", ".join(map(str, places)) + (
+        "" if os.environ.get("LIPSPACE_ASSETS") else ", $LIPSPACE_ASSETS unset")
     if not download and not any(p.is_file() for p in places):
         return None, looked
     try:
         return resolve_asset(asset.name, sha, asset.url if download else None, asset.subdir), ""
-    except LipspaceError as e:  # a checksum mismatch is an error; a failed download is a missing file
-        if "checksum mismatch" in str(e) or " has sha256 " in str(e):
-            raise
+    except ChecksumMismatch:
+        raise
+    except LipspaceError as e:  # a failed download is a missing file
         return None, f"{looked}; {e}"
 
 
