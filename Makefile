@@ -48,15 +48,17 @@ bench-hashgrid: $(STAMP)  ## hash-encoding points/s fwd+bwd (2^18 points, L=16, 
 bench-triplane: $(STAMP)  ## MLP vs tri-plane renderer: time to quality, training rays/s, render fps (synthetic clip)
 	$(PY) benchmarks/bench_triplane.py $(ARGS)
 
-study-spaces: $(STAMP)  ## the conditioning-space table: every preset x 3 seeds at budget=tiny (ARGS for overrides)
-	$(PY) studies/conditioning_spaces.py $(ARGS)
+study-spaces: $(STAMP)  ## the conditioning-space sweep (experiments/conditioning_spaces): preset x renderer x 3 seeds, joblib
+	OMP_NUM_THREADS=1 $(VENV)/bin/lipspace-train --config-dir experiments/conditioning_spaces --config-name sweep_synthetic $(ARGS)
 
-study-clip-length: $(STAMP)  ## the clip-length sweep (experiments/clip_length, synthetic head): 60 runs, joblib
-	OMP_NUM_THREADS=1 $(VENV)/bin/lipspace-train --config-dir experiments/clip_length --config-name sweep_synthetic $(ARGS)
+study-clip-length: $(STAMP)  ## the clip-length sweep (experiments/clip_length; DATASET=anchor for the real clip): 60 runs, joblib
+	OMP_NUM_THREADS=1 $(VENV)/bin/lipspace-train --config-dir experiments/clip_length --config-name sweep_$(or $(DATASET),synthetic) $(ARGS)
 
 notebooks: $(STAMP)  ## execute the analysis notebooks on the committed results tables (into experiments/*/results/)
 	cd notebooks && ../$(VENV)/bin/papermill clip_length.ipynb ../experiments/clip_length/results/clip_length_synthetic.ipynb \
 	    -p results '["../experiments/clip_length/results/results_synthetic.csv"]' -p out_dir ../experiments/clip_length/results/figures
+	cd notebooks && ../$(VENV)/bin/papermill clip_length.ipynb ../experiments/clip_length/results/clip_length_anchor.ipynb \
+	    -p results '["../experiments/clip_length/results/results_anchor.csv"]' -p out_dir ../experiments/clip_length/results/figures_anchor
 
 bench-prep: $(STAMP)  ## preprocessing frames/s per stage and overall on the 71 s anchor clip
 	$(PY) benchmarks/bench_prep.py $(ARGS)
