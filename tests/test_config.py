@@ -134,5 +134,5 @@ def test_every_preset_runs_on_every_renderer(experiment, renderer, tmp_path):
         cond = build_conditioner(cfg, n_frames=10)
         assert instantiate(cfg.renderer)(cond_dim=cond.out_dim) is not None
     if renderer == "mlp":
-        paper = compose_train([f"experiment={experiment}", "budget=paper"], tmp_path / "p")
+        paper = compose_train([f"experiment={experiment}", "renderer=mlp", "budget=paper"], tmp_path / "p")
         assert paper.renderer.field.hidden == paper.get("mlp_field", {}).get("hidden", 128)
