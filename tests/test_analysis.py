@@ -45,6 +45,7 @@ def write_results_fixture(path: Path, renderers=("mlp",), clips=(3.0, None), see
             gt = not eval_set.startswith("dub/")
             rows.append({**run, "eval_set": eval_set, "driver": driver, "psnr": mouth + 5 if gt else np.nan,
                          "ssim": 0.95 if gt else np.nan, "mouth_psnr": mouth if gt else np.nan,
+                         "baseline_mean_frame_mouth_psnr": 25.0 + (clip or 18.0) / 10 if gt else np.nan,
                          "lmd": 2.0 + rng.normal(0, 0.1) if gt else np.nan, "lse_d": 8.0 + rng.normal(0, 0.1),
                          "lse_c": 3.0 + rng.normal(0, 0.1), "lse_d_local": np.nan, "lse_c_local": np.nan,
                          "blink_rate": 0.3})
@@ -108,6 +109,14 @@ def test_subsets_tables_and_unavailable_metrics(tmp_path):
     assert {"psnr", "mouth_region", "lse_model"} <= set(prov["what"]) and "syncnet_v2 (fixture)" in set(prov["provenance"])
 
 
+def test_gain_over_the_mean_frame_baseline_is_per_row(tmp_path):
+    df = A.load_results(write_results_fixture(tmp_path / "r.csv"))
+    gt = df[df.mouth_psnr.notna()]
+    assert np.allclose(gt.mouth_psnr_over_baseline, gt.mouth_psnr - gt.baseline_mean_frame_mouth_psnr)
+    assert df.loc[df.mouth_psnr.isna(), "mouth_psnr_over_baseline"].isna().all()
+    assert "psnr_over_baseline" not in df  # no frame baseline column in the fixture: no derived column
+
+
 def test_missing_file_error_names_file_and_producer(tmp_path):
     with pytest.raises(LipspaceError, match="nope.csv") as e:
         A.load_results(tmp_path / "nope.csv")
@@ -146,7 +155,8 @@ def _text_outputs(nb) -> str:
     ("clip_length", ("mlp",), ["mouth PSNR ↑ vs clip length", "3 s", "full", "LSE-D ↓ (official SyncNet LSE)",
                                "locally trained sync expert, not comparable to published LSE", "not available:",
                                "out of memory (fixture)", "syncnet_v2 (fixture)", "claim holds: True",
-                               "Dubbed audio: LSE-D ↓", "Dubbed audio: face found"]),
+                               "Dubbed audio: LSE-D ↓", "Dubbed audio: face found",
+                               "mouth PSNR over the mean training frame ↑"]),
     ("conditioning_spaces", ("mlp", "triplane"), ["Table I, reconstruction", "Table I, held-out audio-driven",
                                                   "PSNR ↑", "SSIM ↑", "LPIPS ↓", "mouth PSNR ↑", "LMD ↓", "LSE-C ↑",
                                                   "triplane", "not available: lpips", "Dubbed audio"]),
@@ -160,6 +170,7 @@ def test_notebook_runs_on_a_results_table(name, renderers, expected, tmp_path, k
     text = _text_outputs(nb)
     for header in expected:
         assert header in text, header
+    assert "not available: mouth_psnr_over_baseline" not in text  # derived from the baseline column
     assert any(p.suffix == ".png" for p in (tmp_path / "out").iterdir())
 
 

@@ -19,6 +19,8 @@ CONDITIONER_ORDER = ["expression", "deepspeech", "lipblink", "blendshape_av"]
 AUDIO_SPACES = ["deepspeech", "blendshape_av"]
 # Column headers; the arrow says which direction is better (none: blink rate has no better direction).
 METRIC_LABELS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "mouth_psnr": "mouth PSNR ↑",
+                 "psnr_over_baseline": "PSNR over the mean training frame ↑",
+                 "mouth_psnr_over_baseline": "mouth PSNR over the mean training frame ↑",
                  "l1": "L1 ↓", "mouth_l1": "mouth L1 ↓", "lmd": "LMD ↓", "lmd_norm": "LMD (norm.) ↓",
                  "lse_d": "LSE-D ↓", "lse_c": "LSE-C ↑", "lse_d_local": "LSE-D (local) ↓",
                  "lse_c_local": "LSE-C (local) ↑", "lse_d_local_gt": "LSE-D (local) of the ground truth",
@@ -45,7 +47,9 @@ def label(metric: str) -> str:
 
 
 def load_results(*paths: str | Path) -> pd.DataFrame:
-    """Concatenate results tables (CSV or parquet); adds ``clip_label``. Failed runs are kept (see ``ok``)."""
+    """Concatenate results tables (CSV or parquet); adds ``clip_label`` and, where the mean-training-frame baseline
+    was scored, ``psnr_over_baseline`` / ``mouth_psnr_over_baseline`` (dB above it: the baseline is the mean of the
+    frames a run trained on, so it changes with the clip length). Failed runs are kept (see ``ok``)."""
     if not paths:
         raise LipspaceError("load_results: no results file given.")
     for p in map(Path, paths):
@@ -55,6 +59,9 @@ def load_results(*paths: str | Path) -> pd.DataFrame:
                    ignore_index=True)
     secs = pd.to_numeric(df["clip_seconds"], errors="coerce") if "clip_seconds" in df else [np.nan] * len(df)
     df["clip_label"] = ["full" if pd.isna(v) else f"{v:g} s" for v in secs]
+    for metric in ("psnr", "mouth_psnr"):  # the mean training frame depends on the clip: compare gains too
+        if metric in df and f"baseline_mean_frame_{metric}" in df:
+            df[f"{metric}_over_baseline"] = df[metric] - df[f"baseline_mean_frame_{metric}"]
     return df
 
 
