@@ -7,7 +7,8 @@
 2. Training rays/s (from the same runs) and render frames/s at 128^2, 256^2 and 512^2 (the clip's camera with
    scaled intrinsics; ``eval_chunk_rays`` chunks; condition of frame 0).
 
-    python benchmarks/bench_triplane.py [--mlp-steps 1800] [--triplane-steps 1800] [--device cpu]
+    python benchmarks/bench_triplane.py [--mlp-steps 1800] [--triplane-steps 1800] [--sizes 128 256 512]
+        [--triplane-overrides renderer.field.compile_encoding=true] [overrides for both runs ...]
 """
 
 from __future__ import annotations
@@ -117,13 +118,17 @@ def main() -> None:
     ap.add_argument("--probe-frames", type=int, default=4)
     ap.add_argument("--probe-downscale", type=int, default=1)
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
+    ap.add_argument("--triplane-overrides", nargs="*", default=[],
+                    help="Hydra overrides for the tri-plane run only (e.g. renderer.field.compile_encoding=true)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for both runs")
     args = ap.parse_args()
-    print(f"== MLP vs tri-plane, synthetic clip, budget=tiny, threads={torch.get_num_threads()} cpus={os.cpu_count()}")
+    print(f"== MLP vs tri-plane, synthetic clip, budget=tiny, threads={torch.get_num_threads()} cpus={os.cpu_count()}"
+          + (f", tri-plane overrides: {' '.join(args.triplane_overrides)}" if args.triplane_overrides else ""))
     results = {}
     for name, steps in (("mlp", args.mlp_steps), ("triplane", args.triplane_steps)):
+        extra = [*args.overrides, *(args.triplane_overrides if name == "triplane" else [])]
         system, dm, curve, rays = train_curve(name, steps, args.probe_every, args.probe_frames,
-                                              args.probe_downscale, args.overrides)
+                                              args.probe_downscale, extra)
         fps = {s: render_fps(system, dm, s) for s in args.sizes}
         results[name] = (curve, rays, fps)
         print(f"-- {name}: {steps} steps in {curve[-1][0]:.1f} s train wall, {rays:,.0f} rays/s; held-out PSNR "
