@@ -101,8 +101,8 @@ def _verify(p: Path, sha256: str, where: str, url: str | None) -> Path:
     if found != sha256.lower():
         fix = (f"delete it so it is downloaded again from {url}" if url and where == "cache"
                else f"replace it with the official file{f' from {url}' if url else ''}")
-        raise ChecksumMismatch(f"{p}: checksum mismatch ({where} copy): expected sha256 {sha256.lower()}, found {found}; "
-                            f"the file is corrupted, truncated or a different version: {fix}")
+        raise ChecksumMismatch(f"{p}: checksum mismatch ({where} copy): expected sha256 {sha256.lower()}, "
+                               f"found {found}; the file is corrupted, truncated or a different version: {fix}")
     return p
 
 
@@ -120,8 +120,8 @@ def resolve_asset(name: str, sha256: str, url: str | None, subdir: str = "models
     for p in places:
         if p.is_file():
             return _verify(p, sha256, "cache" if p == places[-1] else "LIPSPACE_ASSETS", url)
-    cdir = cache_dir()
     cached = places[-1]
+    cdir = cached.parent
 
     place = f"put it at {cached} or in $LIPSPACE_ASSETS/{subdir}/{name}"
     if url is None:
@@ -146,8 +146,8 @@ def resolve_asset(name: str, sha256: str, url: str | None, subdir: str = "models
         found = file_sha256(tmp)
         if found != sha256.lower():
             raise ChecksumMismatch(f"{name}: the file downloaded from {url} has sha256 {found}, expected "
-                                f"{sha256.lower()}; the server holds another version or the transfer broke: retry, "
-                                f"or fetch the right file yourself and {place}")
+                                   f"{sha256.lower()}; the server holds another version or the transfer broke: "
+                                   f"retry, or fetch the right file yourself and {place}")
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is shared by the user's tools
         os.replace(tmp, cached)
         st = cached.stat()  # rename keeps the content: remember its hash under the final path
