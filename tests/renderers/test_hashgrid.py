@@ -119,14 +119,46 @@ def test_bad_shapes_are_clear():
         TriPlaneHash(n_levels=2, log2_table=8)(torch.rand(5, 2))
 
 
-def test_compiled_indices_are_bit_identical():
+@pytest.mark.parametrize("make", [
+    lambda c: HashGrid(3, n_levels=5, n_features=2, log2_table=10, base_res=4, finest_res=256, compile=c),
+    lambda c: TriPlaneHash(n_levels=6, n_features=1, log2_table=8, base_res=4, finest_res=128, compile=c),
+], ids=["3d-F2", "triplane-F1"])
+def test_compiled_path_matches_the_eager_one(make):
+    """The fused compiled path: the same features bit for bit, the same table gradients up to summation order."""
     torch.manual_seed(0)
-    grid = HashGrid(3, n_levels=5, n_features=2, log2_table=10, base_res=4, finest_res=256)
-    fast = HashGrid(3, n_levels=5, n_features=2, log2_table=10, base_res=4, finest_res=256, compile=True)
-    fast.load_state_dict(grid.state_dict())
-    x = torch.rand(300, 3)
+    eager, fast = make(False), make(True)
+    fast.load_state_dict(eager.state_dict())
+    x = torch.rand(300, 3) * 1.2 - 0.1  # some points outside [0, 1]: clamped by both
     try:
         got = fast(x)
-    except Exception as e:  # noqa: BLE001 - no C++ toolchain: the optional fast path is unavailable, say so
-        pytest.skip(f"torch.compile unavailable here: {type(e).__name__}")
-    assert torch.equal(got, grid(x))
+    except LipspaceError as e:  # no C++ toolchain: the optional fast path is unavailable, say so
+        pytest.skip(f"torch.compile unavailable here: {e}")
+    assert torch.equal(got, eager(x))
+    go = torch.randn_like(got)
+    grads = []
+    for m in (eager, fast):
+        (m(x) * go).sum().backward()
+        grads.append(next(m.parameters()).grad)
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-6)
+
+
+def test_auto_compile_falls_back_to_eager_with_a_warning_and_true_fails_clearly(monkeypatch):
+    grid = HashGrid(2, n_levels=3, n_features=1, log2_table=6, base_res=4, finest_res=32, compile="auto")
+    ref = HashGrid(2, n_levels=3, n_features=1, log2_table=6, base_res=4, finest_res=32)
+    ref.load_state_dict(grid.state_dict())
+
+    def broken(*a, **k):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    grid._fast = (broken, broken)
+    x = torch.rand(50, 2)
+    with pytest.warns(UserWarning, match="torch.compile unavailable"):
+        out = grid(x)
+    assert torch.equal(out, ref(x)) and grid._fast == ()
+    strict = HashGrid(2, n_levels=3, n_features=1, log2_table=6, base_res=4, finest_res=32, compile=True)
+    strict._fast = (broken, broken)
+    with pytest.raises(LipspaceError, match="compiled encoding failed.*compile_encoding=false.*g\+\+"):
+        strict(x)
+    with pytest.raises(LipspaceError, match="compile must be"):
+        HashGrid(2, compile="yes")

@@ -21,6 +21,7 @@ gradient (positions are not learned here).
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -93,6 +94,81 @@ class _Interpolate(torch.autograd.Function):
         return grad_table, None, None
 
 
+# -- the fused path (compiled): points innermost, so every op vectorises over points ---------------------------------
+# Module-level functions of tensors only, compiled once per process (torch.compile(dynamic=True)) and shared by
+# every grid: a compiled bound method would recompile per instance and hit dynamo's recompile limit in a sweep.
+
+def _corner_terms(xt: torch.Tensor, res: torch.Tensor, dense: torch.Tensor, mask: torch.Tensor,
+                  stride: torch.Tensor, prime: torch.Tensor, offsets: torch.Tensor):
+    """Table rows (int32) [G, L, 2^d, P] and weights [G, L, 2^d, P] for points xt [G, d, P]: the arithmetic of
+    ``HashGrid.indices_and_weights`` (dense vs hashed chosen per level by ``torch.where``), point index last.
+    res [L] float, dense [L] bool, mask [L] / stride [L, d] / prime [d] / offsets [G, L] int32."""
+    res = res[:, None, None]  # [L, 1, 1]
+    pos = xt.clamp(0.0, 1.0)[:, None] * res  # [G, L, d, P]
+    cell = torch.minimum(pos.floor(), res - 1)
+    frac = pos - cell
+    c = cell.to(torch.int32)
+    dense, mask, stride, prime = dense[:, None, None], mask[:, None, None], stride[:, :, None], prime[:, None]
+    lo = torch.where(dense, c * stride, (c * prime) & mask)
+    hi = torch.where(dense, (c + 1) * stride, ((c + 1) * prime) & mask)
+    dense = dense[..., 0]  # [L, 1]
+    idx, w = [lo[:, :, 0], hi[:, :, 0]], [1.0 - frac[:, :, 0], frac[:, :, 0]]
+    for i in range(1, xt.shape[1]):  # corner k: bit i of k = upper neighbour along dimension i
+        idx = [torch.where(dense, a + b, a ^ b) for b in (lo[:, :, i], hi[:, :, i]) for a in idx]
+        w = [a * b for b in (1.0 - frac[:, :, i], frac[:, :, i]) for a in w]
+    return torch.stack(idx, 2) + offsets[:, :, None, None], torch.stack(w, 2)
+
+
+def _fused_forward(xt: torch.Tensor, table: torch.Tensor, *consts: torch.Tensor) -> torch.Tensor:
+    """xt [G, d, P], table [rows, F] -> features [P, G, L, F]."""
+    rows, w = _corner_terms(xt, *consts)
+    return (w[..., None] * table[rows]).sum(2).permute(2, 0, 1, 3)
+
+
+def _fused_backward_parts(xt: torch.Tensor, grad: torch.Tensor, *consts: torch.Tensor):
+    """Rows [G L 2^d P] (int32) and their gradient contributions [G L 2^d P, F] for grad [P, G, L, F]."""
+    rows, w = _corner_terms(xt, *consts)
+    contrib = w[..., None] * grad.permute(1, 2, 0, 3)[:, :, None]
+    return rows.reshape(-1), contrib.reshape(-1, grad.shape[-1])
+
+
+_COMPILED: list = []
+
+
+def _compiled() -> tuple:
+    """(forward, backward parts) through torch.compile, built on first use (compilation itself happens at the
+    first call, per input kind)."""
+    if not _COMPILED:
+        _COMPILED.extend(torch.compile(f, dynamic=True) for f in (_fused_forward, _fused_backward_parts))
+    return tuple(_COMPILED)
+
+
+class _FusedInterpolate(torch.autograd.Function):
+    """The compiled path: forward gathers and interpolates in one compiled loop; backward recomputes rows and
+    weights (cheaper than storing [P, L, 2^d] of them) and scatters with one ``index_add_``."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, x: torch.Tensor, grid: "HashGrid") -> torch.Tensor:
+        xt = x.permute(1, 2, 0).contiguous()  # [G, d, P]
+        out = grid._fast[0](xt, table, *grid.fused_consts())
+        ctx.save_for_backward(xt)
+        ctx.grid = grid
+        return out.reshape(x.shape[0], -1)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        (xt,) = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        grid = ctx.grid
+        g, _, p = xt.shape
+        grad = grad_out.reshape(p, g, grid.n_levels, grid.n_features).contiguous()
+        rows, contrib = grid._fast[1](xt, grad, *grid.fused_consts())
+        grad_table = torch.zeros_like(grid.table)
+        _packed(grad_table).index_add_(0, rows, _packed(contrib.contiguous()))
+        return grad_table, None, None
+
+
 class HashGrid(nn.Module):
     """``n_grids`` independent multiresolution hash grids over [0, 1]^in_dim; see the module docstring.
 
@@ -101,9 +177,12 @@ class HashGrid(nn.Module):
 
     def __init__(self, in_dim: int = 3, n_levels: int = 16, n_features: int = 2, log2_table: int = 19,
                  base_res: int = 16, finest_res: int = 2048, n_grids: int = 1, init_scale: float = 1e-4,
-                 compile: bool = False):
-        """``compile``: the index / weight arithmetic through torch.compile (one fused loop instead of ~20
-        tensor passes; bit-identical results, tested; needs a C++ compiler on CPU, first call compiles)."""
+                 compile: bool | str = False):
+        """``compile``: the fused path (module function ``_fused_forward``) through torch.compile: index arithmetic, gather and
+        interpolation in one loop over points, nothing of size [P, L, 2^d] kept for backward (forward
+        bit-identical to the eager path, gradients equal up to float summation order; tested). It needs a C++
+        compiler on CPU (Triton on GPU); the first call compiles. ``"auto"``: compiled when that works, else the
+        eager path with one warning."""
         super().__init__()
         if in_dim not in (2, 3):
             raise LipspaceError(f"hash grid: in_dim must be 2 or 3, got {in_dim}")
@@ -119,6 +198,9 @@ class HashGrid(nn.Module):
             sizes.append(min(dense, cap))
             hashed.append(dense > cap)
         per_grid = sum(sizes)
+        if compile and n_grids * per_grid >= 2 ** 31:
+            raise LipspaceError(f"hash grid: {n_grids * per_grid} table rows do not fit the compiled path's int32 "
+                                f"row index; set compile=false")
         offsets = []
         for g in range(n_grids):
             base = g * per_grid
@@ -136,9 +218,14 @@ class HashGrid(nn.Module):
         self.register_buffer("strides", torch.tensor(strides, dtype=i32), persistent=False)  # [L, d]
         self.register_buffer("primes", torch.tensor([_as_int32(p) for p in PRIMES[:in_dim]], dtype=i32),
                              persistent=False)
+        self.register_buffer("dense_levels", torch.arange(n_levels) < self.n_dense, persistent=False)
         self.out_dim = n_grids * n_levels * n_features
-        # a tuple, not an attribute torch sees as a submodule; not named `compile` (nn.Module.compile exists)
-        self._fast = (torch.compile(self.indices_and_weights, dynamic=None),) if compile else ()
+        if compile not in (True, False, "auto"):
+            raise LipspaceError(f"hash grid: compile must be true, false or 'auto', got {compile!r}")
+        self.compile_mode = compile
+        self.register_buffer("offsets32", self.offsets.to(torch.int32), persistent=False)
+        self._fast = _compiled() if compile else ()  # (forward, backward parts); () = the eager path
+        self._fast_checked: set = set()  # (device type, dtype) the compiled path has run on
 
     def extra_repr(self) -> str:
         return (f"in_dim={self.in_dim}, n_grids={self.n_grids}, levels={self.n_levels} (res "
@@ -178,9 +265,39 @@ class HashGrid(nn.Module):
             raise LipspaceError(f"HashGrid expects points [P, {self.n_grids}, {self.in_dim}]"
                                 f"{' or [P, ' + str(self.in_dim) + ']' if self.n_grids == 1 else ''}, got "
                                 f"{tuple(x.shape)}")
-        idx, w = (self._fast[0] if self._fast else self.indices_and_weights)(x.float())
+        if self._fast and self._fast_ready(x):
+            return _FusedInterpolate.apply(self.table, x.float(), self)
+        idx, w = self.indices_and_weights(x.float())
         out = _Interpolate.apply(self.table, idx, w.to(self.table.dtype))
         return out.reshape(x.shape[0], self.out_dim)
+
+    def _fast_ready(self, x: torch.Tensor) -> bool:
+        """Whether the compiled path runs: on first use both compiled functions (forward and backward parts) are
+        tried on a few points, so a missing compiler shows here, not deep inside a later backward pass. Failure:
+        ``compile="auto"`` falls back to the eager path with one warning; ``compile=True`` raises."""
+        key = (x.device.type, x.dtype)
+        if key in self._fast_checked:
+            return True
+        try:
+            xt = x[:8].float().permute(1, 2, 0).contiguous()
+            with torch.no_grad():
+                out = self._fast[0](xt, self.table, *self.fused_consts())
+                self._fast[1](xt, torch.zeros_like(out), *self.fused_consts())
+        except Exception as e:  # noqa: BLE001 - torch.compile's failures (no compiler, ...) have no common type
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            if self.compile_mode != "auto":
+                raise LipspaceError(f"hash grid: the compiled encoding failed ({type(e).__name__}: {msg}); set "
+                                    f"renderer.field.compile_encoding=false (or auto, to fall back to the eager "
+                                    f"path), or install a C++ compiler (apt-get install g++)") from e
+            warnings.warn(f"hash grid: torch.compile unavailable ({type(e).__name__}: {msg}); using the eager "
+                          f"encoding (same results, slower)", stacklevel=3)
+            self._fast = ()
+            return False
+        self._fast_checked.add(key)
+        return True
+
+    def fused_consts(self) -> tuple[torch.Tensor, ...]:
+        return self.res, self.dense_levels, self.hash_mask, self.strides, self.primes, self.offsets32
 
 
 class TriPlaneHash(nn.Module):
@@ -190,7 +307,7 @@ class TriPlaneHash(nn.Module):
     PLANES = ((0, 1), (1, 2), (0, 2))
 
     def __init__(self, n_levels: int = 14, n_features: int = 1, log2_table: int = 16, base_res: int = 16,
-                 finest_res: int = 512, compile: bool = False):
+                 finest_res: int = 512, compile: bool | str = False):
         super().__init__()
         self.grid = HashGrid(2, n_levels, n_features, log2_table, base_res, finest_res, n_grids=3, compile=compile)
         self.register_buffer("plane_dims", torch.tensor(self.PLANES), persistent=False)

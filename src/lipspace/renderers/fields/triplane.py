@@ -43,7 +43,7 @@ class TriPlaneField(nn.Module):
                  base_res: int = 16, finest_res: int = 512, hidden: int = 64, sigma_layers: int = 3,
                  geo_dim: int = 15, color_layers: int = 2, dir_freqs: int = 4, cond_mode: str = "concat",
                  density_activation: str = "softplus", regions=None, region_att_hidden: int = 32,
-                 compile_encoding: bool = False):
+                 compile_encoding: bool | str = False):
         super().__init__()
         if cond_mode not in COND_MODES:
             raise LipspaceError(f"TriPlaneField cond_mode must be one of {COND_MODES}, got {cond_mode!r}")
@@ -89,17 +89,17 @@ class TriPlaneField(nn.Module):
             w = self.cond_in.weight
             if self.regions:  # region columns gated per point, the others per ray (or by cond_mode attention)
                 gates = torch.sigmoid(self.region_gate(enc))
-                h = h + (c[ray_idx][:, self.region_cols] * gates) @ w[:, self.region_cols].t()
+                h = h + (c[:, self.region_cols].index_select(0, ray_idx) * gates) @ w[:, self.region_cols].t()
                 mags = torch.stack([g.mean(-1) for g in gates.split(self.region_sizes, -1)], -1)
                 c, w = c[:, self.ray_cols], w[:, self.ray_cols]
             if c.shape[-1]:
                 if self.att is None:  # concat: per-ray term, gathered per point
-                    h = h + (c @ w.t())[ray_idx]
+                    h = h + (c @ w.t()).index_select(0, ray_idx)
                 else:
                     att = torch.sigmoid(self.att(enc))
                     if self.regions:
                         att = att[:, self.ray_cols]
-                    h = h + (c[ray_idx] * att) @ w.t()
+                    h = h + (c.index_select(0, ray_idx) * att) @ w.t()
         if self.sigma_rest is not None:
             h = self.sigma_rest(F.relu(h))
         return h, mags
@@ -107,9 +107,18 @@ class TriPlaneField(nn.Module):
     def _sigma(self, raw: torch.Tensor) -> torch.Tensor:
         return F.softplus(raw) if self.density_activation == "softplus" else torch.exp(raw.clamp(max=15.0))
 
-    def density(self, x01: torch.Tensor, c: torch.Tensor | None, ray_idx: torch.Tensor | None) -> torch.Tensor:
-        """sigma [N] at points x01 [N, 3] (in [0, 1]^3), condition c [R, C] of their rays ray_idx [N]."""
-        return self._sigma(self._trunk(self.encode(x01), c, ray_idx)[0][:, 0])
+    def max_density(self, x01: torch.Tensor, conds: torch.Tensor | None) -> torch.Tensor:
+        """sigma [N] at points x01 [N, 3], the maximum over conditions conds [K, C] (None for an unconditioned
+        field): the encoding, which does not depend on the condition, is computed once (the occupancy update)."""
+        enc = self.encode(x01)
+        zeros = torch.zeros(len(x01), dtype=torch.long, device=x01.device)
+        if conds is None or not self.cond_dim:
+            return self._sigma(self._trunk(enc, None, zeros)[0][:, 0])
+        out = None
+        for c in conds:
+            s = self._sigma(self._trunk(enc, c[None], zeros)[0][:, 0])
+            out = s if out is None else torch.maximum(out, s)
+        return out
 
     def forward(self, x01: torch.Tensor, d: torch.Tensor, c: torch.Tensor | None,
                 ray_idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -120,6 +129,6 @@ class TriPlaneField(nn.Module):
                                 f"{None if c is None else tuple(c.shape)}")
         h, mags = self._trunk(self.encode(x01), c, ray_idx)
         sigma = self._sigma(h[:, 0])
-        dir_term = self.dir_enc(d)[ray_idx]
+        dir_term = self.dir_enc(d).index_select(0, ray_idx)
         rgb = torch.sigmoid(self.color(torch.cat([h[:, 1:], dir_term], -1)))  # raw geo features, as ER-NeRF
         return (rgb, sigma) if mags is None else (rgb, sigma, mags)
