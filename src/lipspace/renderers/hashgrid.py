@@ -10,11 +10,14 @@ Tables are initialised U(-1e-4, 1e-4). The output is the concatenation of every 
 per grid ([P, G L F] for G grids).
 
 Speed (measured by ``benchmarks/bench_hashgrid.py``; the point of writing this rather than using nerfstudio's
-torch implementation): all levels, corners and grids are evaluated by batched tensor ops, no Python loop over
-levels; index arithmetic is int32 up to the final table row (the hash's products wrap modulo 2^32 exactly as
-the uint32 arithmetic of the CUDA original, and only the low T bits are kept), corners are formed separably; every level's table lives in one flat parameter, so one
-``index_select`` gathers all features and one ``index_add_`` scatters their gradients (a custom autograd function
-that saves the indices and weights instead of the [P, L, 2^d, F] gathered features). Inputs receive no
+torch implementation). Eager path: all levels, corners and grids are evaluated by batched tensor ops, no Python
+loop over levels; index arithmetic is int32 up to the final table row (the hash's products wrap modulo 2^32
+exactly as the uint32 arithmetic of the CUDA original, and only the low T bits are kept), corners are formed
+separably; every level's table lives in one flat parameter, so one ``index_select`` gathers all features and one
+``index_add_`` scatters their gradients (a custom autograd function that saves the indices and weights instead of
+the [P, L, 2^d, F] gathered features). Compiled path (``compile=True`` / ``"auto"``): the same arithmetic laid
+out with the point index innermost, so that torch.compile vectorises it over points, fused with the gather and
+the interpolation into one loop; backward recomputes rows and weights instead of storing them. Inputs receive no
 gradient (positions are not learned here).
 """
 
@@ -282,7 +285,7 @@ class HashGrid(nn.Module):
             xt = x[:8].float().permute(1, 2, 0).contiguous()
             with torch.no_grad():
                 out = self._fast[0](xt, self.table, *self.fused_consts())
-                self._fast[1](xt, torch.zeros_like(out), *self.fused_consts())
+                self._fast[1](xt, out.new_zeros(out.shape), *self.fused_consts())  # contiguous, as in training
         except Exception as e:  # noqa: BLE001 - torch.compile's failures (no compiler, ...) have no common type
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
             if self.compile_mode != "auto":
