@@ -141,12 +141,11 @@ def main() -> None:
                     help="Hydra overrides for the tri-plane run only (e.g. renderer.field.compile_encoding=false)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for both runs")
     args = ap.parse_args()
-    data = ([f"data=dir", f"data.root={os.path.abspath(args.dataset)}", "data.synthetic=null"] if args.dataset
-            else [])
+    data = ["data=dir", f"data.root={os.path.abspath(args.dataset)}", "data.synthetic=null"] if args.dataset else []
     print(f"== MLP vs tri-plane, {args.dataset or 'synthetic clip'}, budget=tiny, threads={torch.get_num_threads()} "
           f"cpus={os.cpu_count()}, probe {args.probe_frames} held-out frames at 1/{args.probe_downscale} every "
-          f"{args.probe_every} (MLP) / {args.triplane_probe_every} (tri-plane) steps" + (f", tri-plane overrides: {' '.join(args.triplane_overrides)}"
-                                         if args.triplane_overrides else ""))
+          f"{args.probe_every} (MLP) / {args.triplane_probe_every} (tri-plane) steps"
+          + (f", tri-plane overrides: {' '.join(args.triplane_overrides)}" if args.triplane_overrides else ""))
     results = {}
     for name, steps in (("mlp", args.mlp_steps), ("triplane", args.triplane_steps)):
         extra = [*data, *args.overrides, *(args.triplane_overrides if name == "triplane" else [])]
