@@ -76,6 +76,18 @@ def test_budget_scales_renderer():
     assert tiny.renderer.field.hidden < paper.renderer.field.hidden
 
 
+def test_tiny_triplane_rates_stay_with_the_triplane(tmp_path):
+    """budget_renderer/tiny_triplane.yaml raises the shared model.optimizer.lr for the tri-plane only (its tuned CPU
+    rates); an MLP run, and an explicit override, keep theirs."""
+    tri = compose_train(["renderer=triplane", "budget=tiny"], tmp_path / "a")
+    mlp = compose_train(["renderer=mlp", "budget=tiny"], tmp_path / "b")
+    mine = compose_train(["renderer=triplane", "budget=tiny", "model.optimizer.lr=3e-3"], tmp_path / "c")
+    assert (tri.model.optimizer.lr, tri.renderer.lr_grid, tri.renderer.n_samples) == (1e-2, 0.1, 32)
+    assert tri.renderer.field.compile_encoding == "auto"
+    assert (mlp.model.optimizer.lr, mlp.model.lr_final) == (5e-3, 5e-4)
+    assert mine.model.optimizer.lr == 3e-3
+
+
 def test_unknown_experiment_is_one_line(tmp_path):
     with pytest.raises(LipspaceError, match=r"unknown experiment 'lipnref'.*available: .*lipnerf"):
         compose_train(["experiment=lipnref"], tmp_path)
