@@ -267,7 +267,7 @@ class HashGrid(nn.Module):
         idx = parts[0] if len(parts) == 1 else torch.cat(parts, 2)
         idx = idx.long() + self.offsets[None, :, :, None]
         w = _corners(torch.stack([1.0 - frac, frac], -1), torch.mul)
-        return idx.view(p, g * self.n_levels, -1), w.view(p, g * self.n_levels, -1)
+        return idx.view(p, g * self.n_levels, 1 << d), w.view(p, g * self.n_levels, 1 << d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2 and self.n_grids == 1:
@@ -276,7 +276,7 @@ class HashGrid(nn.Module):
             raise LipspaceError(f"HashGrid expects points [P, {self.n_grids}, {self.in_dim}]"
                                 f"{' or [P, ' + str(self.in_dim) + ']' if self.n_grids == 1 else ''}, got "
                                 f"{tuple(x.shape)}")
-        if self._fast and self._fast_ready(x):
+        if self._fast and x.shape[0] > 1 and self._fast_ready(x):  # 0 / 1 points: eager (no 0/1-size recompiles)
             return _FusedInterpolate.apply(self.table, x.float(), self)
         idx, w = self.indices_and_weights(x.float())
         out = _Interpolate.apply(self.table, idx, w.to(self.table.dtype))
