@@ -27,6 +27,11 @@ import torch
 from hydra.utils import instantiate
 
 
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class Probe(L.Callback):
     """Held-out PSNR every ``every`` steps against training wall time (the probe's own time excluded)."""
 
@@ -36,9 +41,11 @@ class Probe(L.Callback):
         self.train_s, self._t0 = 0.0, None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        _sync(pl_module.device)
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        _sync(pl_module.device)
         self.train_s += time.perf_counter() - self._t0
         step = trainer.global_step
         if step % self.every == 0 or step >= trainer.max_steps:
@@ -57,7 +64,8 @@ class Probe(L.Callback):
         return float(-10 * np.log10(np.mean(mses)))
 
 
-def train_curve(renderer: str, steps: int, every: int, n_frames: int, downscale: int, extra: list[str]):
+def train_curve(renderer: str, steps: int, every: int, n_frames: int, downscale: int, extra: list[str],
+                device: str = "cpu"):
     import tempfile
 
     from lipspace.config import compose_train
@@ -70,12 +78,12 @@ def train_curve(renderer: str, steps: int, every: int, n_frames: int, downscale:
     dm = instantiate(cfg.data)
     dm.load()
     system = build_system(cfg, dm, None)
-    compile_s = warm_up_encoding(system.renderer)
+    compile_s = warm_up_encoding(system.renderer.to(device))
     test = dm.split.test[np.linspace(0, len(dm.split.test) - 1, n_frames).round().astype(int)]
     probe = Probe(dm.clip, test, frame_inputs(dm.clip, test, dm.inputs), every, downscale)
     trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, callbacks=[probe],
                         limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", devices=1)
+                        enable_model_summary=False, accelerator="gpu" if device == "cuda" else "cpu", devices=1)
     trainer.fit(system, datamodule=dm)
     rays = steps * int(cfg.data.rays_per_batch) / probe.train_s
     return system, dm, probe.curve, rays, compile_s
@@ -87,9 +95,11 @@ def warm_up_encoding(renderer) -> float:
     encoding = getattr(getattr(renderer, "field", None), "encoding", None)
     if encoding is None or not encoding.grid._fast:
         return 0.0
+    device = encoding.grid.table.device
     t = time.perf_counter()
-    encoding(torch.rand(256, 3)).sum().backward()
+    encoding(torch.rand(256, 3, device=device)).sum().backward()
     encoding.grid.table.grad = None
+    _sync(device)
     return time.perf_counter() - t if encoding.grid._fast else 0.0
 
 
@@ -112,18 +122,22 @@ def render_fps(system, dm, size: int, repeats: int = 2) -> float:
     k = torch.as_tensor(clip.intrinsics, dtype=torch.float32) * torch.tensor([size / w, size / h, size / w, size / h])
     u, v, _ = full_frame_pixels(size, size)
     o, d = camera_rays(clip.pose[:1], k, u.reshape(1, -1).float(), v.reshape(1, -1).float())
-    o, d = o[0], d[0]
     center, radius = clip.bounds
-    near, far, _ = sphere_near_far(o, d, center, radius)
+    near, far, _ = sphere_near_far(o[0], d[0], center, radius)
     from lipspace.data.sampling import frame_inputs
 
-    cond = system.conditioner(frame_inputs(clip, np.array([0]), dm.inputs), None)[0]
+    dev = system.device
+    o, d, near, far = (a.to(dev) for a in (o[0], d[0], near, far))
+    inputs = {n: v.to(dev) for n, v in frame_inputs(clip, np.array([0]), dm.inputs).items()}
+    cond = system.conditioner(inputs, None)[0]
     bg = torch.zeros_like(o)
     system.eval()
     system.renderer.render_chunked(o, d, near, far, cond.expand(len(o), -1), bg)  # warm-up
+    _sync(dev)
     t = time.perf_counter()
     for _ in range(repeats):
         system.renderer.render_chunked(o, d, near, far, cond.expand(len(o), -1), bg)
+    _sync(dev)
     return repeats / (time.perf_counter() - t)
 
 
@@ -137,12 +151,15 @@ def main() -> None:
     ap.add_argument("--probe-downscale", type=int, default=1)
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     ap.add_argument("--dataset", help="a preprocessed clip directory (lipspace-prep) instead of the synthetic clip")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: train and render on the GPU (e.g. --triplane-overrides renderer.eval_chunk_rays=65536)")
     ap.add_argument("--triplane-overrides", nargs="*", default=[],
                     help="Hydra overrides for the tri-plane run only (e.g. renderer.field.compile_encoding=false)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for both runs")
     args = ap.parse_args()
     data = ["data=dir", f"data.root={os.path.abspath(args.dataset)}", "data.synthetic=null"] if args.dataset else []
-    print(f"== MLP vs tri-plane, {args.dataset or 'synthetic clip'}, budget=tiny, threads={torch.get_num_threads()} "
+    print(f"== MLP vs tri-plane, {args.dataset or 'synthetic clip'}, budget=tiny, device={args.device}, "
+          f"threads={torch.get_num_threads()} "
           f"cpus={os.cpu_count()}, probe {args.probe_frames} held-out frames at 1/{args.probe_downscale} every "
           f"{args.probe_every} (MLP) / {args.triplane_probe_every} (tri-plane) steps"
           + (f", tri-plane overrides: {' '.join(args.triplane_overrides)}" if args.triplane_overrides else ""))
@@ -151,7 +168,7 @@ def main() -> None:
         extra = [*data, *args.overrides, *(args.triplane_overrides if name == "triplane" else [])]
         every = args.triplane_probe_every if name == "triplane" else args.probe_every
         system, dm, curve, rays, compile_s = train_curve(name, steps, every, args.probe_frames,
-                                                         args.probe_downscale, extra)
+                                                         args.probe_downscale, extra, args.device)
         fps = {s: render_fps(system, dm, s) for s in args.sizes}
         results[name] = (curve, rays, fps, compile_s)
         print(f"-- {name}: {steps} steps in {curve[-1][0]:.1f} s train wall, {rays:,.0f} rays/s"
