@@ -164,3 +164,16 @@ def test_auto_compile_falls_back_to_eager_with_a_warning_and_true_fails_clearly(
         strict(x)
     with pytest.raises(LipspaceError, match="compile must be"):
         HashGrid(2, compile="yes")
+
+
+def test_a_grid_with_the_compiled_path_pickles():
+    """torch.save of a whole module and spawn-based DDP pickle it; compiled functions themselves do not pickle."""
+    import pickle
+
+    grid = TriPlaneHash(n_levels=3, n_features=1, log2_table=6, base_res=4, finest_res=32, compile="auto")
+    x = torch.rand(20, 3)
+    out = grid(x)
+    copy = pickle.loads(pickle.dumps(grid))
+    assert bool(copy.grid._fast) == bool(grid.grid._fast) and torch.equal(copy(x), out)
+    eager = pickle.loads(pickle.dumps(TriPlaneHash(n_levels=3, n_features=1, log2_table=6, base_res=4, finest_res=32)))
+    assert eager.grid._fast == ()

@@ -307,6 +307,13 @@ class HashGrid(nn.Module):
         self._fast_checked.add(key)
         return True
 
+    def __getstate__(self):  # compiled functions do not pickle (torch.save of a module, spawn-based DDP)
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        return {**state, "_fast": bool(state.get("_fast")), "_fast_checked": set()}
+
+    def __setstate__(self, state):
+        super().__setstate__({**state, "_fast": _compiled() if state.get("_fast") else ()})
+
     def fused_consts(self) -> tuple[torch.Tensor, ...]:
         return self.res, self.dense_levels, self.hash_mask, self.strides, self.primes, self.offsets32
 
