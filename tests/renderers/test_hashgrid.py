@@ -145,7 +145,7 @@ def test_compiled_path_matches_the_eager_one(make):
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-6)
 
 
-def test_auto_compile_falls_back_to_eager_with_a_warning_and_true_fails_clearly(monkeypatch):
+def test_auto_compile_falls_back_to_eager_with_a_warning_and_true_fails_clearly():
     grid = HashGrid(2, n_levels=3, n_features=1, log2_table=6, base_res=4, finest_res=32, compile="auto")
     ref = HashGrid(2, n_levels=3, n_features=1, log2_table=6, base_res=4, finest_res=32)
     ref.load_state_dict(grid.state_dict())
@@ -160,7 +160,7 @@ def test_auto_compile_falls_back_to_eager_with_a_warning_and_true_fails_clearly(
     assert torch.equal(out, ref(x)) and grid._fast == ()
     strict = HashGrid(2, n_levels=3, n_features=1, log2_table=6, base_res=4, finest_res=32, compile=True)
     strict._fast = (broken, broken)
-    with pytest.raises(LipspaceError, match="compiled encoding failed.*compile_encoding=false.*g\+\+"):
+    with pytest.raises(LipspaceError, match=r"compiled encoding failed.*compile_encoding=false.*g\+\+"):
         strict(x)
     with pytest.raises(LipspaceError, match="compile must be"):
         HashGrid(2, compile="yes")
