@@ -11,7 +11,7 @@
    scaled intrinsics; ``eval_chunk_rays`` chunks; condition of frame 0).
 
     python benchmarks/bench_triplane.py [--mlp-steps 600] [--triplane-steps 600] [--sizes 128 256 512]
-        [--dataset data/anchor --probe-downscale 4] [--triplane-overrides renderer.n_samples=48]
+        [--dataset data/anchor --probe-downscale 4] [--device cuda] [--triplane-overrides renderer.n_samples=48]
         [overrides for both runs ...]
 """
 

@@ -23,6 +23,7 @@ gradient (positions are not learned here).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -75,6 +76,13 @@ def _unpacked(t: torch.Tensor, f: int) -> torch.Tensor:
     return t.view(-1, f) if t.dim() == 1 else t
 
 
+def _scatter_rows(shape: tuple, rows: torch.Tensor, contrib: torch.Tensor) -> torch.Tensor:
+    """The table gradient: zeros of the table's ``shape`` [N, F] with contributions [M, F] added at rows [M]."""
+    grad_table = torch.zeros(shape, dtype=contrib.dtype, device=contrib.device)
+    _packed(grad_table).index_add_(0, rows, _packed(contrib.contiguous()))
+    return grad_table
+
+
 class _Interpolate(torch.autograd.Function):
     """out[p, k, :] = sum_c w[p, k, c] * table[idx[p, k, c], :]; grad flows to the table only."""
 
@@ -91,10 +99,8 @@ class _Interpolate(torch.autograd.Function):
         idx, w = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None
-        contrib = (w[..., None] * grad_out[:, :, None, :]).reshape(-1, grad_out.shape[-1]).contiguous()
-        grad_table = torch.zeros(ctx.shape, dtype=grad_out.dtype, device=grad_out.device)
-        _packed(grad_table).index_add_(0, idx.reshape(-1), _packed(contrib))
-        return grad_table, None, None
+        contrib = (w[..., None] * grad_out[:, :, None, :]).reshape(-1, grad_out.shape[-1])
+        return _scatter_rows(ctx.shape, idx.reshape(-1), contrib), None, None
 
 
 # -- the fused path (compiled): points innermost, so every op vectorises over points ---------------------------------
@@ -143,15 +149,11 @@ def _fused_backward_parts(xt: torch.Tensor, grad: torch.Tensor, *consts: torch.T
     return torch.stack(rows, 2).reshape(-1), contrib.reshape(-1, grad.shape[-1])
 
 
-_COMPILED: list = []
-
-
+@functools.cache
 def _compiled() -> tuple:
     """(forward, backward parts) through torch.compile, built on first use (compilation itself happens at the
     first call, per input kind)."""
-    if not _COMPILED:
-        _COMPILED.extend(torch.compile(f, dynamic=True) for f in (_fused_forward, _fused_backward_parts))
-    return tuple(_COMPILED)
+    return tuple(torch.compile(f, dynamic=True) for f in (_fused_forward, _fused_backward_parts))
 
 
 class _FusedInterpolate(torch.autograd.Function):
@@ -175,9 +177,7 @@ class _FusedInterpolate(torch.autograd.Function):
         g, _, p = xt.shape
         grad = grad_out.reshape(p, g, grid.n_levels, grid.n_features).contiguous()
         rows, contrib = grid._fast[1](xt, grad, *grid.fused_consts())
-        grad_table = torch.zeros_like(grid.table)
-        _packed(grad_table).index_add_(0, rows, _packed(contrib.contiguous()))
-        return grad_table, None, None
+        return _scatter_rows(grid.table.shape, rows, contrib), None, None
 
 
 class HashGrid(nn.Module):
@@ -197,6 +197,8 @@ class HashGrid(nn.Module):
         super().__init__()
         if in_dim not in (2, 3):
             raise LipspaceError(f"hash grid: in_dim must be 2 or 3, got {in_dim}")
+        if compile not in (True, False, "auto"):
+            raise LipspaceError(f"hash grid: compile must be true, false or 'auto', got {compile!r}")
         if not 1 <= log2_table <= 30:
             raise LipspaceError(f"hash grid: log2_table must be in [1, 30], got {log2_table}")
         self.in_dim, self.n_levels, self.n_features = in_dim, n_levels, n_features
@@ -231,12 +233,10 @@ class HashGrid(nn.Module):
                              persistent=False)
         self.register_buffer("dense_levels", torch.arange(n_levels) < self.n_dense, persistent=False)
         self.out_dim = n_grids * n_levels * n_features
-        if compile not in (True, False, "auto"):
-            raise LipspaceError(f"hash grid: compile must be true, false or 'auto', got {compile!r}")
         self.compile_mode = compile
         self.register_buffer("offsets32", self.offsets.to(torch.int32), persistent=False)
         self._fast = _compiled() if compile else ()  # (forward, backward parts); () = the eager path
-        self._fast_checked: set = set()  # (device type, dtype) the compiled path has run on
+        self._fast_checked: set = set()  # device types the compiled path has run on
 
     def extra_repr(self) -> str:
         return (f"in_dim={self.in_dim}, n_grids={self.n_grids}, levels={self.n_levels} (res "
@@ -286,8 +286,7 @@ class HashGrid(nn.Module):
         """Whether the compiled path runs: on first use both compiled functions (forward and backward parts) are
         tried on a few points, so a missing compiler shows here, not deep inside a later backward pass. Failure:
         ``compile="auto"`` falls back to the eager path with one warning; ``compile=True`` raises."""
-        key = (x.device.type, x.dtype)
-        if key in self._fast_checked:
+        if x.device.type in self._fast_checked:
             return True
         try:
             xt = x[:8].float().permute(1, 2, 0).contiguous()
@@ -304,12 +303,11 @@ class HashGrid(nn.Module):
                           f"encoding (same results, slower)", stacklevel=3)
             self._fast = ()
             return False
-        self._fast_checked.add(key)
+        self._fast_checked.add(x.device.type)
         return True
 
     def __getstate__(self):  # compiled functions do not pickle (torch.save of a module, spawn-based DDP)
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        return {**state, "_fast": bool(state.get("_fast")), "_fast_checked": set()}
+        return {**self.__dict__, "_fast": bool(self._fast), "_fast_checked": set()}
 
     def __setstate__(self, state):
         super().__setstate__({**state, "_fast": _compiled() if state.get("_fast") else ()})
