@@ -35,3 +35,15 @@ def test_audio_slice_cuts_from_the_offset_and_zero_pads(tmp_path):
     assert len(out) == 16000
     np.testing.assert_allclose(out[:8000], y[8000:], atol=1e-4)
     assert not out[8000:].any()
+
+
+def test_lpips_without_weights_is_a_nan_column_with_its_status():
+    """The documented contract: a metric that cannot be computed is NaN with a status, never a missing column."""
+    import math
+
+    import torch
+
+    scorer = Scorer(EvalSettings(lpips=False, lse=False, lse_local=False))
+    img = torch.rand(40, 40, 3)
+    out = scorer.frame(img, img, None, scale=1.0)
+    assert "lpips" in out and math.isnan(out["lpips"]) and scorer.lpips_status.startswith("disabled")

@@ -120,7 +120,8 @@ def test_real_tiny_sweep_feeds_both_notebooks(tiny_dataset, tmp_path, monkeypatc
     assert (df.status == "ok").all(), df.get("error")
     runs = df.groupby(["conditioner", "clip_seconds", "seed"], dropna=False).size()
     assert len(runs) == 8 and set(df.conditioner) == {"expression", "deepspeech"}
-    assert {"psnr", "lpips", "lse_d", "lse_status", "metric_provenance", "train_seconds"} <= set(df.columns)
+    assert {"psnr", "lpips", "lse_d", "lse_status", "metric_provenance", "train_seconds"} <= set(df.columns), \
+        sorted({"psnr", "lpips", "lse_d", "lse_status", "metric_provenance", "train_seconds"} - set(df.columns))
     jp = tmp_path / "jupyter" / "kernels" / "python3"
     jp.mkdir(parents=True)
     (jp / "kernel.json").write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",

@@ -82,10 +82,12 @@ class Scorer:
 
     def frame(self, pred: torch.Tensor, target: torch.Tensor, lmk68, scale: float) -> dict:
         out = M.frame_metrics(pred, target, lmk68, scale=scale)
-        if self._lpips is not None and min(pred.shape[:2]) < 32:
+        if self._lpips is None:
+            out["lpips"] = math.nan  # no weights or disabled: lpips_status says why (the column always exists)
+        elif min(pred.shape[:2]) < 32:
             out["lpips"] = math.nan  # AlexNet's strides need >= 32 px (lpips_status says so)
             self.lpips_status = f"not computed: frames of {tuple(pred.shape[:2])} px are below LPIPS-alex's 32 px"
-        elif self._lpips is not None:
+        else:
             with torch.no_grad():
                 out["lpips"] = float(self._lpips(pred.float(), target.float()).reshape(-1)[0])
         return out
