@@ -74,3 +74,33 @@ def make_tiny_dataset(root: Path, n: int = 20, hw: int = 24, heldout: int = 1, s
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     return make_tiny_dataset(tmp_path_factory.mktemp("tiny") / "ds")
+
+
+# ------------------------------------------------------------------------------------------ prepared real clips
+# The shared real clips (../shared/assets/video), with the audio offsets measured on them (their audio is that many
+# seconds late: lipspace.prep.avsync / tests/av/test_sync.py).
+REAL_CLIPS = {
+    "anchor": ("anchor_en_25fps_71s.mp4", 0.0),
+    "obama": ("obama_en_25fps_20s.mp4", 0.21),
+    "macron": ("macron_fr_30fps_50s.mp4", 0.08),
+    "may": ("may_en_25fps_5s.mp4", 0.0),
+}
+
+
+def prepared_real_clip(name: str, seconds: float | None = None, size: int = 128) -> Path:
+    """A shared real clip prepared by lipspace-prep (first ``seconds``, ``size``²), skipping the calling test when
+    the assets are absent. Prepared once into .pytest_cache/real_clips/ and reused (prep's stage cache: a rerun
+    of the suite costs nothing; `make clean` removes it)."""
+    assets = assets_dir()
+    file, offset = REAL_CLIPS[name]
+    if assets is None or not (assets / "video" / file).is_file() or \
+            not (assets / "models" / "face_landmarker.task").is_file():
+        pytest.skip(f"shared assets not present (set LIPSPACE_ASSETS to the folder with video/{file} and models/)")
+    from lipspace.prep.pipeline import PrepOptions, prepare
+
+    out = ROOT / ".pytest_cache" / "real_clips" / f"{name}_{size}px_{seconds or 'all'}s"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIPSPACE_ASSETS", str(assets))
+        prepare(assets / "video" / file, out, PrepOptions(size=size, max_seconds=seconds, audio_offset_s=offset,
+                                                          overlays=0, progress=False))
+    return out
