@@ -1,7 +1,8 @@
 """Scores one rendered sequence with every metric the eval task reports, each naming the model that computed it.
 
 Per frame: PSNR / SSIM / L1 over the frame and the mouth box (``metrics``), LPIPS-alex v0.1 (``lpips``).
-Per sequence: MediaPipe face metrics (LMD, AUE, blink rate: ``face_metrics``), LSE-D / LSE-C with the official
+Per sequence: MediaPipe face metrics (LMD, AUE, blink rate: ``face_metrics``) and, from the same landmarks, the
+weight-free lip-sync measures (``lipmotion``: lip_open_corr, lip_audio_corr), LSE-D / LSE-C with the official
 SyncNet (``lse.lse_official``: empty with a reason without its weights) and the locally trained sync expert
 (``lse.lse_local``, columns ``*_local``). A metric that cannot be computed (no weights, no face) is NaN and its
 ``*_status`` column says why; it never stops the evaluation.
@@ -100,10 +101,13 @@ class Scorer:
         audio from ``audio_offset_s``; ``video_path`` an mp4 of the renders with that audio if already written.
         ``gt_key`` names the ground-truth sequence: one scored under several drivers is analysed once."""
         out: dict = {"lpips_status": self.lpips_status} if gts is not None else {}
+        tracks = None  # (render, ground truth or None) face tracks: the lip-motion measures reuse them
         if self.s.face and self.face_status is None:
-            out.update(self._face(preds, gts, fps, gt_key))
+            face, tracks = self._face(preds, gts, fps, gt_key)
+            out.update(face)
         elif self.s.face:
             out["face_status"] = self.face_status
+        out.update(self._lipmotion(tracks, audio, audio_offset_s, len(preds) / fps, fps))
         if audio is None or not (self.s.lse or self.s.lse_local):
             return out
         with tempfile.TemporaryDirectory(prefix="lipspace_eval_") as tmp:
@@ -130,7 +134,8 @@ class Scorer:
             self._gt_cache[key] = compute()
         return self._gt_cache[key]
 
-    def _face(self, preds, gts, fps, gt_key=None) -> dict:
+    def _face(self, preds, gts, fps, gt_key=None) -> tuple[dict, tuple | None]:
+        """(face metrics, (render tracks, ground-truth tracks or None)); (status only, None) when they cannot run."""
         from lipspace.errors import LipspaceError
         from lipspace.eval import face_metrics as F
 
@@ -138,16 +143,37 @@ class Scorer:
             if "face_model" not in self.provenance:  # hashes the model file: once per evaluation
                 self.provenance["face_model"] = F.face_model_provenance(self.s.face_model)
                 self.provenance.update({k: v for k, v in F.PROVENANCE.items() if k not in self.provenance})
-            if gts is None or gt_key is None:
-                return F.face_metrics(preds, gts, fps=fps, model_path=self.s.face_model)
-            if preds.shape != gts.shape:
+            if gts is not None and preds.shape != gts.shape:
                 raise LipspaceError(f"face metrics: render {preds.shape} and ground truth {gts.shape} differ")
-            gt = self._cached(("face", gt_key), lambda: F.analyse_frames(gts, self.s.face_model, fps=fps))
-            return F.metrics_from_tracks(F.analyse_frames(preds, self.s.face_model, fps=fps), gt, fps)
+            gt = None if gts is None else self._cached(
+                ("face", gt_key), lambda: F.analyse_frames(gts, self.s.face_model, fps=fps))  # None key: not cached
+            pred = F.analyse_frames(preds, self.s.face_model, fps=fps)
+            return F.metrics_from_tracks(pred, gt, fps), (pred, gt)
         except LipspaceError as e:
             log.warning("eval: face metrics empty: %s", e)
             self.face_status = f"not computed: {e}"
-            return {"face_status": self.face_status}
+            return {"face_status": self.face_status}, None
+
+    def _lipmotion(self, tracks, audio, audio_offset_s: float, seconds: float, fps: float) -> dict:
+        """Weight-free lip-sync columns (``lipspace.eval.lipmotion``) from the face tracks; NaN with
+        ``lipmotion_status`` when there are none (face analysis off or failed), no audio or no ground truth."""
+        from lipspace.errors import LipspaceError
+        from lipspace.eval import lipmotion as L
+
+        if tracks is None:
+            return L.unavailable(f"no face tracks ({self.face_status})" if self.face_status else
+                                 "evaluation.face=false (they use its face landmarks)")
+        wave, why = None, "no audio for this sequence"
+        if audio is not None:
+            try:
+                wave = audio_segment(Path(audio), audio_offset_s, seconds)
+            except LipspaceError as e:
+                why = f"audio not read: {e}"
+        self.provenance.update({k: v for k, v in L.PROVENANCE.items() if k not in self.provenance})
+        try:
+            return L.lipmotion_metrics(*tracks, audio=wave, fps=fps, no_audio=why)
+        except LipspaceError as e:
+            return L.unavailable(str(e))
 
     def _lse_local(self, frames, lmk68, wav, fps) -> dict:
         from lipspace.errors import LipspaceError
@@ -187,15 +213,20 @@ def _ignore_stray_sigprof() -> None:
         signal.signal(signal.SIGPROF, signal.SIG_IGN)
 
 
-def audio_slice(src: Path, offset_s: float, seconds: float, out: Path) -> Path:
-    """16 kHz mono wav of ``src`` (a 16 kHz wav, read by ``lipspace.audio.features.read_audio``) from ``offset_s``
-    for ``seconds``, zero-padded at the end if shorter."""
-    import soundfile as sf
-
+def audio_segment(src: Path, offset_s: float, seconds: float) -> np.ndarray:
+    """float32 16 kHz mono samples of ``src`` (a 16 kHz wav, read by ``lipspace.audio.features.read_audio``) from
+    ``offset_s`` for ``seconds``, zero-padded at the end if shorter."""
     from lipspace.audio.features import read_audio
 
     y = read_audio(src)
     start, n = int(round(max(offset_s, 0.0) * 16000)), int(round(seconds * 16000))
     y = y[start:start + n]
-    sf.write(str(out), np.pad(y, (0, n - len(y))), 16000, subtype="PCM_16")
+    return np.pad(y, (0, n - len(y)))
+
+
+def audio_slice(src: Path, offset_s: float, seconds: float, out: Path) -> Path:
+    """``audio_segment`` written to the 16 bit wav ``out``."""
+    import soundfile as sf
+
+    sf.write(str(out), audio_segment(src, offset_s, seconds), 16000, subtype="PCM_16")
     return out
