@@ -26,6 +26,9 @@ class Conditioner(nn.Module):
         # inputs computed from a dataset's audio (name -> lipspace.audio.inputs.AudioInput); set by subclasses
         self.audio_inputs: dict = {}
         self._drive_by_audio = False  # True inside driving_by_audio()
+        # what prepare() trained and how well (held-out errors vs the trivial predictor, cache path): the train task
+        # writes it to <run>/prepare.json and logs its numbers as prepare/<name>/...
+        self.prepare_info: dict = {}
         self._out_dim = out_dim
         self.proj: nn.Module = nn.Identity()
 
