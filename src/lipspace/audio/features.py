@@ -189,6 +189,7 @@ BACKENDS = {"mel": MelBackend, "mfcc": MfccBackend, "ave": AveBackend}
 # subclass AudioBackend above and add themselves to BACKENDS when imported; importing them here completes the
 # registry whichever module is imported first (a `from ... import` here would fail when they are imported first).
 import lipspace.audio.deepspeech  # noqa: E402,F401
+import lipspace.audio.hf  # noqa: E402,F401  (hubert, wav2vec2: transformers, the optional [hf] extra)
 import lipspace.audio.phones  # noqa: E402,F401
 
 

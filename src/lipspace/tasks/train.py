@@ -88,7 +88,20 @@ def run_info(cfg: DictConfig, choices: dict | None = None) -> dict:
         "bounds": cfg.data.get("bounds"),
         "study": cfg.get("study"),
         "max_steps": int(cfg.trainer.max_steps),
+        **audio_info(cfg),
     }
+
+
+def audio_info(cfg: DictConfig) -> dict:
+    """The conditioner's audio backend and, for model-based backends (hubert, wav2vec2), the model id or path."""
+    audio = (cfg.get("conditioner") or {}).get("audio") or {}
+    backend = audio.get("backend")
+    if backend is None:
+        return {"audio_backend": None, "audio_model": None}
+    from lipspace.audio.hf import default_model
+
+    return {"audio_backend": str(backend),
+            "audio_model": (audio.get("backend_kwargs") or {}).get("model") or default_model(backend)}
 
 
 # Lightning warnings that do not apply here: ray batches are made in-process (no workers), and checkpoints
