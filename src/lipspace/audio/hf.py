@@ -140,7 +140,7 @@ def resolve_model(model: str, who: str, download: bool = True, cache_dir: str | 
     raise LipspaceError(f"audio backend '{who}': model '{model}' is not in the Hugging Face cache ({cache}) and "
                         f"cannot be fetched ({reason}); on a machine with internet run `hf download {model}` "
                         f"(older huggingface_hub: `huggingface-cli download {model}`) and copy its HF_HOME here, or "
-                        f"set conditioner.audio.backend_kwargs.model=<directory with config.json and the weights>")
+                        f"set ++conditioner.audio.backend_kwargs.model=<directory with config.json and the weights>")
 
 
 class HFSpeechBackend(AudioBackend):
