@@ -118,22 +118,65 @@ def _score(scorer: Scorer, system, clip: Clip, indices, inputs, frame_idx, basel
     return out
 
 
+def _no_sync(scorer: Scorer, status: str) -> dict:
+    """The lip-sync columns the scorer would fill (official and local LSE), NaN with ``status``."""
+    out = {}
+    if scorer.s.lse:
+        out.update({"lse_d": np.nan, "lse_c": np.nan, "lse_offset": np.nan, "lse_status": status})
+    if scorer.s.lse_local:
+        out.update({"lse_d_local": np.nan, "lse_c_local": np.nan, "lse_offset_local": np.nan,
+                    "lse_local_status": status})
+    return out
+
+
 def _score_dub(scorer: Scorer, system, dm, wav: Path, seed: int, downscale: int, seconds: float | None,
                video_path: Path | None) -> dict:
     """A dubbed / foreign-language audio file drives the model (no ground truth): sync and face metrics of the
     render. Mouth crops of the local sync expert come from the landmarks of the playback frames (the poses the
-    render uses; approximate where the conditioner generates its own head motion)."""
+    render uses; approximate where the conditioner generates its own head motion).
+
+    Bad audio never stops the evaluation: a file that cannot drive the model (not audio, empty, no samples, shorter
+    than one video frame) gives a row with ``n_frames`` 0 and ``dub_status`` 'not scored: <file: what is wrong;
+    the fix>'; any other file is converted to 16 kHz mono (``lipspace.audio.inputs.load_driving_audio``) and
+    scored (``dub_status`` 'ok'), ``dub_note`` saying what was converted or that it is under a second; a silent
+    one is scored with its LSE columns NaN and their status saying the audio has no speech."""
+    import dataclasses
+    import tempfile
+
+    from lipspace.audio.inputs import load_driving_audio
     from lipspace.tasks.render import frames_from_audio
 
-    frames, indices, generated = frames_from_audio(system, dm, wav, seed, downscale=downscale, max_seconds=seconds)
-    if video_path is not None:
-        write_video(frames, video_path, audio_path=wav)
-    out = {"n_frames": len(frames), "dub_audio": str(wav), "dub_seconds": len(frames) / dm.clip.meta["fps"],
+    fps = float(dm.clip.meta["fps"])
+    try:
+        dub = load_driving_audio(wav)
+        frames, indices, generated = frames_from_audio(system, dm, dub, seed, downscale=downscale,
+                                                       max_seconds=seconds)
+    except LipspaceError as e:
+        log.warning("eval: dubbed audio %s not scored: %s", wav, e)
+        return {"n_frames": 0, "dub_audio": str(wav), "dub_status": f"not scored: {e}", "dub_note": "",
+                **_no_sync(scorer, "not computed: the dubbed audio could not be used (see dub_status)")}
+    scored = dataclasses.replace(dub, audio=dub.audio[:int(round(len(frames) / fps * dub.sample_rate))])
+    notes = [*dub.notes, dub.short_note(), scored.speech_status]
+    out = {"n_frames": len(frames), "dub_audio": str(wav), "dub_seconds": len(frames) / fps,
+           "dub_status": "ok", "dub_note": "; ".join(filter(None, notes)),
            "poses": "generated from the audio" if generated else "played back from the held-out tail"}
-    if video_path is not None:
-        out["video"] = str(video_path)
-    out.update(scorer.sequence(frames, None, _lmk68(dm.clip, indices, downscale), wav, 0.0,
-                               fps=float(dm.clip.meta["fps"]), video_path=video_path))
+    for note in filter(None, notes):
+        log.warning("eval: dubbed audio %s: %s", wav.name, note)
+    with tempfile.TemporaryDirectory(prefix="lipspace_dub_") as tmp:
+        audio = dub.write(Path(tmp) / f"{wav.stem}.wav")  # 16 kHz mono: what the model heard, what is scored
+        if video_path is not None:
+            write_video(frames, video_path, audio_path=audio)
+            out["video"] = str(video_path)
+        settings = scorer.s
+        if scored.silent:  # face metrics only: a sync score against silence means nothing
+            scorer.s = dataclasses.replace(settings, lse=False, lse_local=False)
+        try:
+            out.update(scorer.sequence(frames, None, _lmk68(dm.clip, indices, downscale), audio, 0.0, fps=fps,
+                                       video_path=video_path))
+        finally:
+            scorer.s = settings
+    if scored.silent:
+        out.update(_no_sync(scorer, f"not computed: {scored.speech_status}"))
     return out
 
 

@@ -3,6 +3,7 @@ dataset directory with the needed tracks, or a new audio file) and write a 25 fp
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from lipspace.eval.video import to_uint8, write_video
 from lipspace.inference import render_sequence
 from lipspace.tasks.evaluate import load_run
 
+log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 
@@ -48,24 +50,27 @@ def frames_from_audio(system, dm, wav: Path, seed: int = 0, downscale: int = 1, 
     pose) instead; background and ground-truth torso still come from the playback frames.
 
     Returns (uint8 frames [T,h,w,3] at 1/downscale, the clip frame index each one's background / pose came from,
-    whether the poses were generated). ``max_seconds`` renders only the wav's first seconds."""
+    whether the poses were generated). ``max_seconds`` renders only the wav's first seconds. ``wav``: an audio
+    file (any rate / channels: :func:`lipspace.audio.inputs.load_driving_audio`) or an already loaded
+    :class:`~lipspace.audio.inputs.DrivingAudio`."""
     import torch
 
-    from lipspace.audio.inputs import wav_frames, wav_track
+    from lipspace.audio.inputs import DrivingAudio, load_driving_audio, wav_track
 
-    if not wav.is_file():
-        raise LipspaceError(f"{wav}: no such audio file; pass driver=<path to a 16 kHz wav>")
+    dub = wav if isinstance(wav, DrivingAudio) else load_driving_audio(wav)
     cond = system.conditioner
-    n = wav_frames(wav)
-    if max_seconds is not None:
-        n = min(n, int(round(max_seconds * dm.clip.meta["fps"])))
+    fps = float(dm.clip.meta["fps"])
+    n = dub.n_frames(fps)
     if n < 1:
-        raise LipspaceError(f"{wav}: shorter than one video frame (40 ms)")
+        raise LipspaceError(f"{dub.path}: shorter than one video frame ({len(dub.audio) / dub.sample_rate * 1000:.0f}"
+                            f" ms of audio, a frame is {1000 / fps:.0f} ms); pass a longer speech recording")
+    if max_seconds is not None:
+        n = min(n, max(1, int(round(max_seconds * fps))))
     pool = dm.split.test if len(dm.split.test) else np.arange(dm.clip.n_frames)
     indices = pose_playback(np.asarray(pool), n)
     frames, generated = [], hasattr(cond, "generate_motion")
     with cond.driving_by_audio():  # one clear error when this conditioner cannot be driven by audio alone
-        inputs = {name: torch.as_tensor(wav_track(wav, n, spec, cond.inputs.get(name), f"conditioner '{cond.name}'"))
+        inputs = {name: torch.as_tensor(wav_track(dub, n, spec, cond.inputs.get(name), f"conditioner '{cond.name}'"))
                   for name, spec in cond.audio_inputs.items()}
         for name in cond.inputs:  # placeholders the conditioner predicts from the audio (driving_by_audio)
             inputs.setdefault(name, torch.zeros(n, cond.inputs[name]))
@@ -80,9 +85,18 @@ def frames_from_audio(system, dm, wav: Path, seed: int = 0, downscale: int = 1, 
 
 
 def render_from_audio(system, dm, wav: Path, out_path, seed: int = 0) -> Path:
-    """``frames_from_audio`` written as an mp4 with the wav as its sound track."""
-    frames, _, _ = frames_from_audio(system, dm, wav, seed)
-    return write_video(frames, Path(out_path), audio_path=wav)
+    """``frames_from_audio`` written as an mp4 whose sound track is the driving audio as the model heard it (16 kHz
+    mono: a 48 kHz or stereo file is converted, and a log line says so; silence is rendered, with a warning)."""
+    import tempfile
+
+    from lipspace.audio.inputs import load_driving_audio
+
+    dub = load_driving_audio(wav)
+    for note in filter(None, [*dub.notes, dub.short_note(), dub.speech_status]):
+        log.warning("render: %s: %s", dub.path.name, note)
+    frames, _, _ = frames_from_audio(system, dm, dub, seed)
+    with tempfile.TemporaryDirectory(prefix="lipspace_render_") as tmp:
+        return write_video(frames, Path(out_path), audio_path=dub.write(Path(tmp) / "audio.wav"))
 
 
 def render(run_dir, driver: str = "heldout/utt_00", out: str | None = None, ckpt: str = "last",
