@@ -98,11 +98,25 @@ def test_unknown_experiment_is_one_line(tmp_path):
     ("model.optimizer.lr=-1", "model.optimizer.lr=-1"),
     ("data.clip_seconds=-3", "data.clip_seconds=-3"),
     ("renderer.field.hidden=abc", "renderer.field.hidden='abc'"),
+    ("evaluation.metrics.download=maybe", r"evaluation.metrics.download='maybe': must be auto .*true .*or false"),
 ])
 def test_wrong_values_are_caught(override, match, tmp_path):
     cfg = compose_train([override], tmp_path)
     with pytest.raises(LipspaceError, match=match):
         check_config(cfg)
+
+
+@pytest.mark.parametrize("value,mode", [("auto", "auto"), ("true", "true"), ("false", "false"), ("yes", "true"),
+                                        ("off", "false"), ("AUTO", "auto")])
+def test_download_accepts_auto_true_false(value, mode, tmp_path):
+    from lipspace.eval.scoring import EvalSettings
+
+    assert EvalSettings.of(compose_train([], tmp_path).evaluation.metrics).download == "auto"  # the default
+    cfg = compose_train([f"evaluation.metrics.download={value}"], tmp_path)
+    check_config(cfg)
+    assert EvalSettings.of(cfg.evaluation.metrics).download == mode
+    with pytest.raises(LipspaceError, match="download=None: must be auto"):
+        EvalSettings(download=None)
 
 
 def _cli(*args, timeout=120):

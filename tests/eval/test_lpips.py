@@ -40,6 +40,47 @@ def test_missing_weights_say_what_to_do(tmp_path, monkeypatch):
         load_lpips(tmp_path / "nope.pth")
 
 
+def test_download_modes(tmp_path, monkeypatch):
+    """download=auto / true / false (lipspace.assets): the two official files from a local HTTP server stand in
+    for download.pytorch.org and GitHub; the trunk's sha256 prefix (torchvision's file-name convention) is checked."""
+    import lipspace.assets as assets
+    import lipspace.eval.lpips as L
+    from lipspace.assets import file_sha256
+    from tests.local_http import serve_folder
+
+    monkeypatch.setenv("LIPSPACE_ASSETS", str(tmp_path / "none"))
+    monkeypatch.setenv("LIPSPACE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(LipspaceError, match="download='maybe': must be auto"):
+        load_lpips(download="maybe")
+    with pytest.raises(LipspaceError, match=r"not fetched: .*download=auto and \$LIPSPACE_OFFLINE is set"):
+        load_lpips()  # tests/conftest.py sets LIPSPACE_OFFLINE: auto never touches the network
+    monkeypatch.delenv(assets.OFFLINE_ENV)
+    monkeypatch.setattr(assets, "_REACHABILITY", {})
+    with pytest.raises(LipspaceError, match="download=false never touches the network"):
+        load_lpips(download=False)
+    torch.manual_seed(0)
+    www = tmp_path / "www"
+    www.mkdir()
+    ref = LPIPS()
+    torch.save({f"features.{i}.{k}": v for i in (0, 3, 6, 8, 10) for k, v in ref.features[i].state_dict().items()},
+               www / "trunk.pth")
+    torch.save({f"lin{k}.model.1.weight": torch.rand_like(lin.weight) for k, lin in enumerate(ref.lins)},
+               www / "heads.pth")
+    with serve_folder(www) as srv:
+        monkeypatch.setattr(L, "LPIPS_OFFICIAL_URLS", {k: f"{srv.url}/{k}.pth" for k in ("trunk", "heads")})
+        with pytest.raises(LipspaceError, match=r"trunk.pth has sha256 .*expected a digest starting 7be5be79"):
+            load_lpips(download="true")  # not torchvision's file: refused, nothing kept
+        assert not (tmp_path / "cache" / "alexnet-owt-7be5be79.pth").exists()
+        monkeypatch.setattr(L, "TRUNK_SHA256_PREFIX", file_sha256(www / "trunk.pth")[:8])
+        model = load_lpips()  # auto: the server answers
+        assert srv.requested == ["/trunk.pth", "/trunk.pth", "/heads.pth"]
+    assert model.provenance == "LPIPS v0.1 alex from alexnet-owt-7be5be79.pth + lpips_v0.1_alex_heads.pth"
+    torch.testing.assert_close(model.features[0].weight, ref.features[0].weight)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["alexnet-owt-7be5be79.pth",
+                                                                      "lpips_v0.1_alex_heads.pth"]
+    assert load_lpips(download=False).provenance == model.provenance  # from the cache now
+
+
 def test_bad_layout_and_shapes_are_clear(tmp_path):
     p = tmp_path / "w.pth"
     torch.save({"features.0.weight": torch.zeros(64, 3, 11, 11)}, p)

@@ -95,9 +95,13 @@ def test_official_without_weights_is_nan_with_a_status_naming_where_it_looked(ta
     r = lse_official(talking_mp4)
     assert set(r) == {"lse_d", "lse_c", "lse_offset", "lse_status", "lse_model"}
     assert np.isnan(r["lse_d"]) and np.isnan(r["lse_c"]) and r["lse_offset"] is None
-    s = r["lse_status"]
-    assert "\n" not in s and SYNCNET_ENV in s and S3FD_ENV in s and "download=True" in s
+    s = r["lse_status"]  # download=auto, with $LIPSPACE_OFFLINE set by tests/conftest.py
+    assert s.startswith("official SyncNet/S3FD weights not found, not downloaded ($LIPSPACE_OFFLINE) (download=auto)")
+    assert "\n" not in s and SYNCNET_ENV in s and S3FD_ENV in s and "syncnet_weights=PATH" in s
     assert str(tmp_path / "cache" / "syncnet_v2.model") in s and SYNCNET.url in s and S3FD.url in s
+    r = lse_official(talking_mp4, download=False)
+    assert r["lse_status"].startswith("official SyncNet/S3FD weights not found (download=false)")
+    assert "download=false never touches the network" in r["lse_status"]
     assert "not found" in r["lse_model"]
     r = lse_official(talking_mp4, syncnet_weights=tmp_path / "nope.model")  # an explicit path that is not there
     assert np.isnan(r["lse_d"]) and f"syncnet_weights={tmp_path / 'nope.model'} (no file there)" in r["lse_status"]
@@ -133,9 +137,11 @@ def test_official_checksums_are_enforced_everywhere(talking_mp4, random_weights,
     def fetch_random(url, dest):
         shutil.copy(sn, dest)
 
-    monkeypatch.setattr(assets, "_fetch", fetch_random)  # a server holding another file
-    with pytest.raises(LipspaceError, match=f"downloaded from {SYNCNET.url} has sha256"):
-        lse_official(talking_mp4, download=True)
+    monkeypatch.setattr(assets, "_fetch", fetch_random)  # a server holding another file: reported, nothing kept
+    r = lse_official(talking_mp4, download=True)
+    assert np.isnan(r["lse_d"]) and r["lse_status"].startswith("official SyncNet/S3FD weights download failed its "
+                                                               "checksum (download=true)")
+    assert f"downloaded from {SYNCNET.url} has sha256 {file_sha256(sn)}" in r["lse_status"]
     assert not (tmp_path / "cache" / "syncnet_v2.model").exists()
 
     def offline(url, dest):
@@ -143,9 +149,84 @@ def test_official_checksums_are_enforced_everywhere(talking_mp4, random_weights,
 
     monkeypatch.setattr(assets, "_fetch", offline)
     r = lse_official(talking_mp4, download=True)
-    assert np.isnan(r["lse_d"]) and "download from" in r["lse_status"] and "no network" in r["lse_status"]
+    assert np.isnan(r["lse_d"]) and "not found, download failed (download=true)" in r["lse_status"]
+    assert f"the requested download (download=true) from {SYNCNET.url} failed (no network)" in r["lse_status"]
     with pytest.raises(LipspaceError, match="unknown pipeline option"):
         lse_official(talking_mp4, min_face_sise=50)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """download=auto allowed ($LIPSPACE_OFFLINE unset), no remembered reachability probe, the real probe."""
+    import lipspace.assets as assets
+
+    monkeypatch.delenv(assets.OFFLINE_ENV, raising=False)
+    monkeypatch.setattr(assets, "_REACHABILITY", {})
+    return assets
+
+
+def test_official_auto_with_an_unreachable_host_is_fast_and_says_why(talking_mp4, tmp_path, monkeypatch, online):
+    """The official host not answering (here: a closed localhost port in place of its URL) costs at most the probe's
+    limit, once, and the status says it is not reachable and how to supply the files by hand."""
+    import dataclasses
+    import time
+
+    import lipspace.eval.lse as lse
+
+    port = _closed_port()
+    for name in ("SYNCNET", "S3FD"):
+        a = getattr(lse, name)
+        monkeypatch.setattr(lse, name, dataclasses.replace(a, url=f"http://127.0.0.1:{port}/{a.name}"))
+    monkeypatch.setattr(online, "_fetch", lambda url, dest: pytest.fail("no download after a failed probe"))
+    t0 = time.monotonic()
+    r = lse_official(talking_mp4)  # download="auto" is the default
+    assert time.monotonic() - t0 < online.CONNECT_TIMEOUT_S + 2
+    s = r["lse_status"]
+    assert np.isnan(r["lse_d"]) and np.isnan(r["lse_c"]) and r["lse_offset"] is None and "\n" not in s
+    assert s.startswith("official SyncNet/S3FD weights not found, their host not reachable (download=auto), LSE not "
+                        "computed")
+    assert s.count(f"127.0.0.1:{port} is not reachable (connection refused)") == 2
+    for a, env in ((SYNCNET, SYNCNET_ENV), (S3FD, S3FD_ENV)):
+        assert env in s and str(tmp_path / "cache" / a.name) in s and f"$LIPSPACE_ASSETS/models/{a.name}" in s
+
+
+@needs_ffmpeg
+def test_official_auto_downloads_from_a_reachable_server_into_the_cache(talking_mp4, random_weights, tmp_path,
+                                                                       monkeypatch, online):
+    """A local HTTP server holds the two weight files under their official names: download=auto probes it, fetches
+    both into the cache (sha256-checked), the pipeline runs on them, and a second call reads the cache."""
+    import dataclasses
+
+    import lipspace.eval.lse as lse
+    from tests.local_http import serve_folder
+
+    (sn, sn_sha), (fd, fd_sha) = random_weights["syncnet"], random_weights["s3fd"]
+    www = tmp_path / "www"
+    www.mkdir()
+    shutil.copy(sn, www / SYNCNET.name)
+    shutil.copy(fd, www / S3FD.name)
+    with serve_folder(www) as srv:
+        for name in ("SYNCNET", "S3FD"):
+            a = getattr(lse, name)
+            monkeypatch.setattr(lse, name, dataclasses.replace(a, url=f"{srv.url}/{a.name}"))
+        r = lse_official(talking_mp4, syncnet_sha256=sn_sha, s3fd_sha256=fd_sha)  # download="auto"
+        assert srv.requested == [f"/{SYNCNET.name}", f"/{S3FD.name}"]
+        assert r["lse_status"].startswith("no face track found"), r["lse_status"]  # random S3FD: ran, found none
+        assert r["lse_model"].startswith(f"SyncNet syncnet_v2.model (sha256 {sn_sha}) + S3FD sfd_face.pth "
+                                         f"(sha256 {fd_sha})")
+        cache = tmp_path / "cache"
+        assert sorted(p.name for p in cache.iterdir()) == sorted([SYNCNET.name, S3FD.name])
+        assert file_sha256(cache / SYNCNET.name) == sn_sha and file_sha256(cache / S3FD.name) == fd_sha
+        r2 = lse_official(talking_mp4, syncnet_sha256=sn_sha, s3fd_sha256=fd_sha)
+        assert r2["lse_model"] == r["lse_model"] and len(srv.requested) == 2  # from the cache: no second download
 
 
 @needs_ffmpeg

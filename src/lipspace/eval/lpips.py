@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.hub
 from torch import nn
 
 from lipspace.errors import LipspaceError
@@ -28,6 +27,7 @@ LPIPS_OFFICIAL_URLS = {
     "heads": "https://github.com/richzhang/PerceptualSimilarity/raw/c33f89e9f46522a584cf41d8880eb0afa982708b/"
              "lpips/weights/v0.1/alex.pth",
 }
+TRUNK_SHA256_PREFIX = "7be5be79"  # torchvision names its files by the first 8 hex digits of their sha256
 _CHANNELS = (64, 192, 384, 256, 256)
 
 
@@ -104,11 +104,15 @@ def from_official_files(trunk_path, heads_path) -> LPIPS:
     return LPIPS().load_official_state(state, f"LPIPS v0.1 alex from {Path(trunk_path).name} + {Path(heads_path).name}")
 
 
-def load_lpips(path: str | Path | None = None, download: bool = False) -> LPIPS:
-    """LPIPS with official weights; see the module docstring for the lookup order. Raises a LipspaceError naming
-    what to provide when none is found (``download=True`` fetches the official files into the cache)."""
-    from lipspace.assets import KNOWN_ASSETS, cache_dir, file_sha256, resolve_asset
+def load_lpips(path: str | Path | None = None, download="auto") -> LPIPS:
+    """LPIPS with official weights; see the module docstring for the lookup order. ``download``: ``auto`` fetches
+    the two official files into the cache when their hosts answer (``lipspace.assets.download_checked``: probed
+    once per process, a few seconds at most, never with $LIPSPACE_OFFLINE), ``true`` always tries, ``false`` never
+    touches the network. Raises a LipspaceError naming what to provide when no weights are found or fetched."""
+    from lipspace.assets import (KNOWN_ASSETS, AssetUnavailable, asset_places, cache_dir, download_checked,
+                                 download_mode, file_sha256, resolve_asset)
 
+    mode = download_mode(download)
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_file():
@@ -121,16 +125,19 @@ def load_lpips(path: str | Path | None = None, download: bool = False) -> LPIPS:
         p = resolve_asset(asset.name, asset.sha256, None)
         state = torch.load(p, map_location="cpu", weights_only=True)
         return LPIPS().load_official_state(state, f"LPIPS v0.1 alex ({asset.name}, sha256 {asset.sha256[:12]})")
-    except LipspaceError as missing:
-        if not download:
-            raise LipspaceError(f"LPIPS weights not found ({missing}). Set LIPSPACE_ASSETS to a folder with "
-                                f"models/{ASSET}, put it in {cache_dir()}, or call load_lpips(download=True) to "
-                                f"fetch the official AlexNet and LPIPS files.") from None
+    except AssetUnavailable:
+        combined = f"{ASSET} is not at {' or '.join(map(str, asset_places(ASSET)))}"
     cache = cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
     trunk, heads = cache / "alexnet-owt-7be5be79.pth", cache / "lpips_v0.1_alex_heads.pth"
-    if not trunk.is_file():
-        torch.hub.download_url_to_file(LPIPS_OFFICIAL_URLS["trunk"], str(trunk), hash_prefix="7be5be79")
-    if not heads.is_file():
-        torch.hub.download_url_to_file(LPIPS_OFFICIAL_URLS["heads"], str(heads))
+    place = (f"put it in {cache} (or put {ASSET}, the two in one state dict, in {cache} or in "
+             f"$LIPSPACE_ASSETS/models/)")
+    try:
+        if not trunk.is_file():
+            download_checked(trunk.name, LPIPS_OFFICIAL_URLS["trunk"], trunk, sha256_prefix=TRUNK_SHA256_PREFIX,
+                             download=mode, place=place)
+        if not heads.is_file():  # no published digest: load_official_state checks the layout
+            download_checked(heads.name, LPIPS_OFFICIAL_URLS["heads"], heads, download=mode, place=place)
+    except LipspaceError as e:  # not downloaded (why) or a download failing its checksum
+        raise LipspaceError(f"LPIPS weights not found ({combined}) and the official files were not fetched: "
+                            f"{e}") from None
     return from_official_files(trunk, heads)

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lipspace.assets import Asset, ChecksumMismatch, asset_places, file_sha256, resolve_asset
+from lipspace.assets import (Asset, AssetUnavailable, DownloadChecksumMismatch, asset_places, download_mode,
+                             file_sha256, resolve_asset)
 from lipspace.errors import LipspaceError
 
 # VGG publishes no checksum for either file. These digests are the ones independent public projects record for them
@@ -79,9 +80,11 @@ def _nan(prefix: str, status: str, model: str) -> dict:
             f"{prefix}_status": status, f"{prefix}_model": model}
 
 
-def _resolve_weight(asset: Asset, explicit, env: str, sha256: str | None, download: bool, arg: str
-                    ) -> tuple[Path | None, str]:
-    """(path checked against sha256, '') or (None, where it looked). A wrong checksum raises LipspaceError."""
+def _resolve_weight(asset: Asset, explicit, env: str, sha256: str | None, download, arg: str
+                    ) -> tuple[Path | None, str, str]:
+    """(path checked against sha256, '', '') or (None, why: where it looked and what happened, reason: ``missing``
+    / ``offline`` / ``unreachable`` / ``failed`` / ``checksum``). A local file with the wrong checksum raises
+    LipspaceError; a downloaded one is reported (nothing was kept)."""
     sha = (sha256 or asset.sha256).lower()
     given = (Path(explicit).expanduser(), f"{arg}={explicit}") if explicit else None
     if given is None and os.environ.get(env):
@@ -89,25 +92,28 @@ def _resolve_weight(asset: Asset, explicit, env: str, sha256: str | None, downlo
     if given is not None:
         p, where = given
         if not p.is_file():
-            return None, f"{where} (no file there)"
+            return None, f"{where} (no file there)", "missing"
         found = file_sha256(p)
         if found != sha:
             raise LipspaceError(f"{p} ({where}): sha256 {found}, expected {sha} for {asset.name}; a corrupted or "
                                 f"different file: replace it with {asset.url}, or pass {arg.replace('weights', '')}"
                                 f"sha256=<its digest> if you trust this one")
-        return p, ""
-    # the project folders, through the one asset resolver: $LIPSPACE_ASSETS/models/<name>, then the cache
+        return p, "", ""
+    # the project folders, through the one asset resolver: $LIPSPACE_ASSETS/models/<name>, the cache, the URL
     places = asset_places(asset.name, asset.subdir)
     looked = f"{arg}=None, ${env} unset, " + ", ".join(map(str, places)) + (
         "" if os.environ.get("LIPSPACE_ASSETS") else ", $LIPSPACE_ASSETS unset")
-    if not download and not any(p.is_file() for p in places):
-        return None, looked
     try:
-        return resolve_asset(asset.name, sha, asset.url if download else None, asset.subdir), ""
-    except ChecksumMismatch:
-        raise
-    except LipspaceError as e:  # a failed download is a missing file
-        return None, f"{looked}; {e}"
+        return resolve_asset(asset.name, sha, asset.url, asset.subdir, download=download), "", ""
+    except DownloadChecksumMismatch as e:
+        return None, f"{looked}; {str(e).split('; ')[0].removeprefix(asset.name + ': ')}", "checksum"
+    except AssetUnavailable as e:
+        return None, f"{looked}; {e.detail}", e.reason
+
+
+_REASONS = {"missing": "not found", "offline": "not found, not downloaded ($LIPSPACE_OFFLINE)",
+            "unreachable": "not found, their host not reachable", "failed": "not found, download failed",
+            "checksum": "download failed its checksum"}
 
 
 @contextmanager
@@ -126,17 +132,20 @@ def _captured_output(log_path: Path):
 
 
 def lse_official(video_path, *, syncnet_weights=None, s3fd_weights=None, vshift: int = 15, device: str = "cpu",
-                 download: bool = False, syncnet_sha256: str | None = None, s3fd_sha256: str | None = None,
+                 download="auto", syncnet_sha256: str | None = None, s3fd_sha256: str | None = None,
                  **pipeline_overrides) -> dict:
     """LSE-D / LSE-C of a rendered mp4 (its own audio track) with the official SyncNet + S3FD weights.
 
     Returns {lse_d, lse_c, lse_offset, lse_status, lse_model}. Weights, each: ``syncnet_weights`` /
     ``s3fd_weights`` > ``$LIPSPACE_SYNCNET_WEIGHTS`` / ``$LIPSPACE_S3FD_WEIGHTS`` > ``$LIPSPACE_ASSETS/models/`` and
-    the project cache (``lipspace.assets.cache_dir()``) > the official URL, only with ``download=True``; every file
-    is checked against a sha256 (the pinned digests above, see their comment: not published by VGG; pass
-    ``syncnet_sha256`` / ``s3fd_sha256`` for another copy you trust). A wrong checksum and a missing or unreadable
-    video raise LipspaceError; missing weights, a missing syncnet-python / ffmpeg, or no usable face track give
-    NaN (``lse_offset`` None) with ``lse_status`` saying why. With several face tracks, LSE-D and LSE-C are their
+    the project cache (``lipspace.assets.cache_dir()``) > the official URL into that cache, as ``download`` says:
+    ``auto`` (default) when the host answers within ``lipspace.assets.CONNECT_TIMEOUT_S`` s (probed once per
+    process; never with ``$LIPSPACE_OFFLINE`` set), ``true`` always, ``false`` never. Every file is checked against
+    a sha256 (the pinned digests above, see their comment: not published by VGG; pass ``syncnet_sha256`` /
+    ``s3fd_sha256`` for another copy you trust). A local file with a wrong checksum and a missing or unreadable
+    video raise LipspaceError; missing weights (not found, not reachable, a failed download or one failing its
+    checksum), a missing syncnet-python / ffmpeg, or no usable face track give NaN (``lse_offset`` None) with
+    ``lse_status`` saying why and how to get the files. With several face tracks, LSE-D and LSE-C are their
     means and ``lse_offset`` is that of the track with the lowest distance. ``pipeline_overrides``: fields of
     syncnet_python's PipelineConfig (min_face_size=100 px, min_track=50 frames, facedet_scale, crop_scale, ...)."""
     from lipspace.prep.io import probe_video
@@ -155,16 +164,21 @@ def lse_official(video_path, *, syncnet_weights=None, s3fd_weights=None, vshift:
         raise LipspaceError(f"lse_official: unknown pipeline option(s) {sorted(set(pipeline_overrides) - fields)}; "
                             f"choose from {sorted(fields)}")
     version = getattr(syncnet_python, "__version__", "?")
-    sp, why_s = _resolve_weight(SYNCNET, syncnet_weights, SYNCNET_ENV, syncnet_sha256, download, "syncnet_weights")
-    fp, why_f = _resolve_weight(S3FD, s3fd_weights, S3FD_ENV, s3fd_sha256, download, "s3fd_weights")
+    mode = download_mode(download)
+    sp, why_s, r_s = _resolve_weight(SYNCNET, syncnet_weights, SYNCNET_ENV, syncnet_sha256, mode, "syncnet_weights")
+    fp, why_f, r_f = _resolve_weight(S3FD, s3fd_weights, S3FD_ENV, s3fd_sha256, mode, "s3fd_weights")
     label = " + ".join(f"{name} {a.name} ({f'sha256 {file_sha256(p)}' if p else 'not found'})"
                        for name, a, p in (("SyncNet", SYNCNET, sp), ("S3FD", S3FD, fp))) + f", syncnet-python {version}"
     if sp is None or fp is None:
-        missing = "; ".join(f"no {a.name} (looked at {why}): get it from {a.url} and pass {arg}=PATH or set ${env}, "
-                            f"or call with download=True"
-                            for a, why, arg, env in ((SYNCNET, why_s, "syncnet_weights", SYNCNET_ENV),
-                                                     (S3FD, why_f, "s3fd_weights", S3FD_ENV)) if why)
-        return _nan("lse", f"official SyncNet/S3FD weights missing, LSE not computed: {missing}", label)
+        from lipspace.assets import cache_dir
+
+        reasons = "; ".join(dict.fromkeys(_REASONS[r] for r in (r_s, r_f) if r))
+        missing = " | ".join(f"no {a.name} (looked at {why}); to provide it: get {a.url} and pass {arg}=PATH, "
+                             f"set ${env}, or put it at {cache_dir() / a.name} or $LIPSPACE_ASSETS/models/{a.name}"
+                             for a, why, arg, env in ((SYNCNET, why_s, "syncnet_weights", SYNCNET_ENV),
+                                                      (S3FD, why_f, "s3fd_weights", S3FD_ENV)) if why)
+        return _nan("lse", f"official SyncNet/S3FD weights {reasons} (download={mode}), LSE not computed: "
+                           f"{missing}", label)
     cfg = PipelineConfig(syncnet_weights=str(sp), s3fd_weights=str(fp), vshift=int(vshift), **pipeline_overrides)
     if shutil.which(cfg.ffmpeg_bin) is None:
         return _nan("lse", f"the ffmpeg binary ({cfg.ffmpeg_bin}) is not on PATH: the SyncNet pipeline needs it "

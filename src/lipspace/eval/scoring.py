@@ -37,8 +37,15 @@ class EvalSettings:
     syncnet_weights: str | None = None
     s3fd_weights: str | None = None
     ave_weights: str | None = None
-    download: bool = False  # fetch official weights from their URLs (checksummed) when not found locally
+    # official weights not found locally (SyncNet / S3FD, LPIPS): auto = download (checksummed) when the host
+    # answers within a few seconds, true = always try, false = never touch the network (lipspace.assets)
+    download: str | bool = "auto"
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        from lipspace.assets import download_mode
+
+        self.download = download_mode(self.download, "evaluation.metrics.download")
 
     @classmethod
     def of(cls, node) -> "EvalSettings":
