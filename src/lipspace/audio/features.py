@@ -8,7 +8,8 @@ Backends here: ``mel`` (log-mel, 80 bands, 100 frames/s) and ``mfcc`` (13 MFCC +
 ``deepspeech`` (lipspace.audio.deepspeech: AD-NeRF's DeepSpeech v0.1 graph, 29 logits, 50 frames/s). ``ave``
 (below): 256-d embeddings per video frame (25 /s) of the *locally trained* audio-visual sync encoder
 (lipspace.av, SyncTalk-style, NOT SyncTalk's official LRS2 encoder), weights from ``$LIPSPACE_AVE_WEIGHTS`` or
-``~/.cache/lipspace/ave_local.pt``. The registry ``BACKENDS`` is what configs name (``audio.backend=mel``).
+``$LIPSPACE_CACHE/ave_local.pt``, else trained on the run's clip by ``lipspace.av.auto``. The registry
+``BACKENDS`` is what configs name (``audio.backend=mel``).
 """
 
 from __future__ import annotations
@@ -120,13 +121,23 @@ class MfccBackend(AudioBackend):
 
 
 AVE_WEIGHTS_ENV = "LIPSPACE_AVE_WEIGHTS"
-DEFAULT_AVE_WEIGHTS = "~/.cache/lipspace/ave_local.pt"
+DEFAULT_AVE_WEIGHTS = "ave_local.pt"  # in the project cache (lipspace.assets.cache_dir)
 _AVE_MODELS: dict[str, object] = {}  # sha256 -> loaded AVEncoder
 
 
+def default_ave_weights() -> Path:
+    """``$LIPSPACE_CACHE/ave_local.pt`` (``~/.cache/lipspace/ave_local.pt`` without it): where `python -m
+    lipspace.av.train` writes by default."""
+    from lipspace.assets import cache_dir
+
+    return cache_dir() / DEFAULT_AVE_WEIGHTS
+
+
 def ave_weights_path(weights: str | Path | None = None) -> Path:
-    """The AVE checkpoint: ``weights`` if given, else ``$LIPSPACE_AVE_WEIGHTS``, else ~/.cache/lipspace/ave_local.pt."""
-    return Path(weights or os.environ.get(AVE_WEIGHTS_ENV) or DEFAULT_AVE_WEIGHTS).expanduser()
+    """The AVE checkpoint: ``weights`` if given, else ``$LIPSPACE_AVE_WEIGHTS``, else :func:`default_ave_weights`.
+    Where none of them is a file, training runs and evaluations train one on their clip (``lipspace.av.auto``)."""
+    given = weights or os.environ.get(AVE_WEIGHTS_ENV)
+    return Path(given).expanduser() if given else default_ave_weights()
 
 
 class AveBackend(AudioBackend):

@@ -8,7 +8,8 @@ taken with :func:`lipspace.audio.features.audio_windows` (so it follows the one 
 Mouth crops: a box of fixed size per clip (``box_w`` x the clip's median mouth width, aspect ``crop_hw``) centred
 on the mean of landmarks 48-67 of each frame, edge-padded where it leaves the image, grayscale, resized (area) to
 the crop size plus a margin (``MARGIN`` px each side) so training can jitter the crop; :func:`centre_crop` removes
-the margin. Crops are cached under ``~/.cache/lipspace/av`` (never inside the dataset directory).
+the margin. Crops are cached under ``$LIPSPACE_CACHE/av`` (default ``~/.cache/lipspace/av``; never inside the
+dataset directory), keyed by the landmarks file and the frame files' sizes and times.
 
 Normalisation: log-mel features are standardised per clip and band (mean/std over the clip), mouth windows are
 standardised per window (zero mean, unit std over its 5 crops) by the encoder itself.
@@ -39,7 +40,9 @@ BOX_W = 1.8  # crop width / median mouth width (landmarks 48-54 span)
 
 def cache_dir() -> Path:
     """Where mouth crops are cached: $LIPSPACE_CACHE/av, default ~/.cache/lipspace/av."""
-    return Path(os.environ.get("LIPSPACE_CACHE", Path.home() / ".cache" / "lipspace")) / "av"
+    from lipspace.assets import cache_dir as project_cache
+
+    return project_cache() / "av"
 
 
 def mouth_boxes(lmk68: np.ndarray, crop_hw=CROP_HW, box_w: float = BOX_W, margin=MARGIN) -> np.ndarray:
@@ -76,6 +79,20 @@ def crop_frame(gray: np.ndarray, box, out_hw) -> np.ndarray:
     return cv2.resize(patch, (out_hw[1], out_hw[0]), interpolation=interp)
 
 
+def frames_signature(root, start: int, stop: int) -> str:
+    """sha256 (16 hex) of the names, sizes and modification times of frames [start, stop) of a dataset: changes
+    when any of those frame files is rewritten (cheap: no pixel is read)."""
+    h = hashlib.sha256()
+    for i in range(start, stop):
+        p = Path(root) / "frames" / frame_name(i)
+        try:
+            st = p.stat()
+            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        except OSError:
+            h.update(f"{p.name}:missing;".encode())
+    return h.hexdigest()[:16]
+
+
 def mouth_crops(root, crop_hw=CROP_HW, box_w: float = BOX_W, margin=MARGIN, use_cache: bool = True) -> np.ndarray:
     """uint8 [N, H + 2*margin_h, W + 2*margin_w] grayscale mouth crops of every frame of a dataset."""
     import cv2
@@ -85,8 +102,8 @@ def mouth_crops(root, crop_hw=CROP_HW, box_w: float = BOX_W, margin=MARGIN, use_
     n = int(meta["n_frames"])
     tracks_path = root / "tracks.npz"
     st = tracks_path.stat()
-    key = hashlib.sha256(f"{root}-{n}-{st.st_size}-{st.st_mtime_ns}-{tuple(crop_hw)}-{box_w}-{tuple(margin)}-v1"
-                         .encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{root}-{n}-{st.st_size}-{st.st_mtime_ns}-{frames_signature(root, 0, n)}-"
+                         f"{tuple(crop_hw)}-{box_w}-{tuple(margin)}-v2".encode()).hexdigest()[:16]
     path = cache_dir() / f"crops-{root.name}-{key}.npy"
     if use_cache and path.is_file():
         return np.load(path)
@@ -113,10 +130,11 @@ def mouth_crops(root, crop_hw=CROP_HW, box_w: float = BOX_W, margin=MARGIN, use_
     return crops
 
 
-def normalise_mel(features: np.ndarray, lifter: int = 0) -> np.ndarray:
-    """Per-clip, per-band standardisation of log-mel features [T, D]. With ``lifter`` > 0 the log-mel spectrum of
-    each frame is first cepstrally smoothed: DCT over the bands, coefficients >= ``lifter`` zeroed, inverse DCT.
-    This keeps the spectral envelope (formants: what the mouth does) and drops the pitch harmonics (who speaks)."""
+def normalise_mel(features: np.ndarray, lifter: int = 0, stats_rows: slice | None = None) -> np.ndarray:
+    """Per-clip, per-band standardisation of log-mel features [T, D] (mean / std over ``stats_rows``, default all
+    rows). With ``lifter`` > 0 the log-mel spectrum of each frame is first cepstrally smoothed: DCT over the bands,
+    coefficients >= ``lifter`` zeroed, inverse DCT. This keeps the spectral envelope (formants: what the mouth
+    does) and drops the pitch harmonics (who speaks)."""
     f = np.asarray(features, np.float32)
     if lifter and lifter < f.shape[1]:
         from scipy.fft import dct, idct
@@ -124,14 +142,17 @@ def normalise_mel(features: np.ndarray, lifter: int = 0) -> np.ndarray:
         c = dct(f.astype(np.float64), type=2, norm="ortho", axis=1)
         c[:, lifter:] = 0.0
         f = idct(c, type=2, norm="ortho", axis=1).astype(np.float32)
-    return ((f - f.mean(0, keepdims=True)) / (f.std(0, keepdims=True) + 1e-5)).astype(np.float32)
+    ref = f if stats_rows is None or len(f[stats_rows]) < 2 else f[stats_rows]
+    return ((f - ref.mean(0, keepdims=True)) / (ref.std(0, keepdims=True) + 1e-5)).astype(np.float32)
 
 
 def mel_windows(features: np.ndarray, n_frames: int, window: int = AUDIO_FRAMES, audio_delay_s: float = 0.0,
-                lifter: int = 0) -> np.ndarray:
+                lifter: int = 0, frames: tuple[int, int] | None = None) -> np.ndarray:
     """float32 [n_frames, window, D]: normalised log-mel windows centred on each video frame. ``audio_delay_s``
     > 0 says the recording's audio is that late relative to its video: the window of frame t is then taken
-    ``audio_delay_s`` later in audio.wav (a source / preparation sync error corrected at read time)."""
+    ``audio_delay_s`` later in audio.wav (a source / preparation sync error corrected at read time). ``frames``
+    = (start, stop): standardise with the statistics of those video frames' audio only (a frame range treated as
+    its own clip, e.g. training frames that must not see the held-out tail)."""
     from dataclasses import replace
 
     from lipspace.audio.features import audio_windows, get_backend
@@ -139,7 +160,11 @@ def mel_windows(features: np.ndarray, n_frames: int, window: int = AUDIO_FRAMES,
     spec = replace(get_backend("mel").spec, first_time_s=-float(audio_delay_s))
     if features.shape[1] != spec.dim:
         raise LipspaceError(f"expected log-mel features of width {spec.dim}, got {features.shape[1]}")
-    return audio_windows(normalise_mel(features, lifter), spec, n_frames, window, fps=FPS)
+    rows = None
+    if frames is not None:
+        t0, t1 = (np.asarray(frames, np.float64) / FPS + audio_delay_s) * spec.rate
+        rows = slice(max(int(np.floor(t0)), 0), max(int(np.ceil(t1)), 0))
+    return audio_windows(normalise_mel(features, lifter, rows), spec, n_frames, window, fps=FPS)
 
 
 @dataclass
@@ -176,27 +201,36 @@ def parse_root(spec) -> tuple[Path, float]:
 
 
 def load_sync_clip(root, crop_hw=CROP_HW, use_cache: bool = True, audio_delay_s: float | None = None,
-                   lifter: int = 0) -> SyncClip:
+                   lifter: int = 0, frames: tuple[int, int] | None = None) -> SyncClip:
     """Mouth crops and normalised mel windows of a dataset directory (``root`` may be 'path@delay_s', see
-    :func:`parse_root` and :func:`mel_windows`)."""
+    :func:`parse_root` and :func:`mel_windows`). ``frames`` = (start, stop) keeps only those frames, as a clip of
+    its own (windows never cross its ends; its log-mel standardised with its own audio statistics)."""
     from lipspace.audio.features import dataset_features, get_backend
 
     root, delay = parse_root(root)
     delay = delay if audio_delay_s is None else audio_delay_s
     root = root.expanduser().resolve()
     crops = mouth_crops(root, crop_hw, use_cache=use_cache)
-    n = len(crops)
-    audio = mel_windows(dataset_features(root, get_backend("mel")), n, audio_delay_s=delay, lifter=lifter)
+    n_all = len(crops)
+    lo, hi = (0, n_all) if frames is None else (max(int(frames[0]), 0), min(int(frames[1]), n_all))
+    if hi <= lo:
+        raise LipspaceError(f"{root}: frame range {tuple(frames)} is empty (the clip has {n_all} frames)")
+    audio = mel_windows(dataset_features(root, get_backend("mel")), n_all, audio_delay_s=delay, lifter=lifter,
+                        frames=None if frames is None else (lo, hi))[lo:hi]
     with np.load(root / "tracks.npz") as t:
-        valid = t["valid"].astype(bool) if "valid" in t else np.ones(n, bool)
+        valid = t["valid"].astype(bool) if "valid" in t else np.ones(n_all, bool)
+    crops, valid = crops[lo:hi], valid[lo:hi]
+    n = hi - lo
     h = VIDEO_FRAMES // 2
     ok = np.convolve(valid.astype(int), np.ones(VIDEO_FRAMES, int), "same") == VIDEO_FRAMES
     ok[:h] = False
     ok[n - h:] = False
     centres = np.flatnonzero(ok)
+    what = f"{root}" + ("" if frames is None else f" frames [{lo}, {hi})")
     if len(centres) == 0:
-        raise LipspaceError(f"{root}: no 0.2 s window of {VIDEO_FRAMES} valid frames; the clip is too short")
-    return SyncClip(root.name + (f"@{delay:g}s" if delay else ""), crops, audio, valid, centres, delay)
+        raise LipspaceError(f"{what}: no 0.2 s window of {VIDEO_FRAMES} valid frames; the clip is too short")
+    name = root.name + ("" if frames is None else f"[{lo}:{hi}]") + (f"@{delay:g}s" if delay else "")
+    return SyncClip(name, crops, audio, valid, centres, delay)
 
 
 def sample_pairs(centres: np.ndarray, n_pos: int, n_neg: int, rng: np.random.Generator, min_shift: int = 5,

@@ -218,7 +218,7 @@ def _fill_missing(lmk: np.ndarray) -> np.ndarray:
     return lmk[nearest]
 
 
-def lse_local(frames, lmk68, audio_path, fps: float = 25.0, weights=None, vshift: int = 15) -> dict:
+def lse_local(frames, lmk68, audio_path, fps: float = 25.0, weights=None, vshift: int = 15, source=None) -> dict:
     """LSE-D / LSE-C protocol with lipspace's locally trained AVE (``lipspace.av``) instead of SyncNet.
 
     ``frames`` uint8 [T, H, W, 3] RGB (any size), ``lmk68`` [T, 68, 2] pixel coordinates in those frames,
@@ -226,9 +226,12 @@ def lse_local(frames, lmk68, audio_path, fps: float = 25.0, weights=None, vshift
     trained (``lipspace.av.data``): mouth crops of frames t-2..t+2 (box from landmarks 48-67, grayscale) and the 20
     per-clip-standardised log-mel frames centred on frame t; every frame t with its 5-frame window inside the clip
     is scored. Distance: Euclidean between L2-normalised embeddings (in [0, 2]), then :func:`offset_search`.
-    Weights: ``weights`` > ``$LIPSPACE_AVE_WEIGHTS`` > ~/.cache/lipspace/ave_local.pt (as the ``ave`` audio backend);
-    missing weights give NaN and ``lse_local_status``. Returns {lse_d_local, lse_c_local, lse_offset_local,
-    lse_local_status, lse_local_model}."""
+    Weights: ``weights`` > ``$LIPSPACE_AVE_WEIGHTS`` > $LIPSPACE_CACHE/ave_local.pt (as the ``ave`` audio backend);
+    missing weights give NaN and ``lse_local_status`` (the evaluation passes the run's automatically trained
+    expert, ``lipspace.av.auto``, when none is given). Returns {lse_d_local, lse_c_local, lse_offset_local,
+    lse_local_status, lse_local_model}; with ``source`` = (the sequence's original audio file, its offset in s)
+    also ``lse_local_seen``: whether the sequence was among the expert's training data (then the score is
+    optimistic; None when the checkpoint does not record its data, ``lipspace.av.auto.seen_by``)."""
     import cv2
 
     from lipspace.audio.features import AVE_WEIGHTS_ENV, AveBackend, MelBackend, ave_weights_path, read_audio
@@ -255,7 +258,8 @@ def lse_local(frames, lmk68, audio_path, fps: float = 25.0, weights=None, vshift
     backend = AveBackend(path)  # loads (cached by sha256) and reads the provenance
     model, cfg = backend.model, backend.model.config
     prov = backend.provenance
-    trained_on = ", ".join(map(str, prov.get("train_clips", []))) or prov.get("weights", "unrecorded data")
+    trained_on = (", ".join(f"{r['root']} frames [{r['start']}, {r['stop']})" for r in prov.get("train_frames") or [])
+                  or ", ".join(map(str, prov.get("train_clips", []))) or prov.get("weights", "unrecorded data"))
     label = (f"locally trained AVE (sha256 {backend.sha256}, trained on {trained_on}), NOT SyncNet: not comparable "
              f"to published LSE-D/LSE-C")
     mel = MelBackend(n_mels=int(cfg["n_mels"])).compute(read_audio(audio_path))
@@ -275,6 +279,11 @@ def lse_local(frames, lmk68, audio_path, fps: float = 25.0, weights=None, vshift
     v = F.normalize(torch.cat(video), dim=1, eps=1e-8)
     a = F.normalize(audio[centres], dim=1, eps=1e-8)
     r = offset_search(v, a, vshift)
-    return {"lse_d_local": r["min_dist"], "lse_c_local": r["conf"], "lse_offset_local": r["offset"],
-            "lse_local_status": f"ok: {len(centres)} windows, offsets +-{vshift} frames",
-            "lse_local_model": label}
+    out = {"lse_d_local": r["min_dist"], "lse_c_local": r["conf"], "lse_offset_local": r["offset"],
+           "lse_local_status": f"ok: {len(centres)} windows, offsets +-{vshift} frames",
+           "lse_local_model": label}
+    if source is not None:
+        from lipspace.av.auto import seen_by
+
+        out["lse_local_seen"] = seen_by(prov, source[0], float(source[1]), len(frames), fps)
+    return out

@@ -120,7 +120,7 @@ class Scorer:
         with tempfile.TemporaryDirectory(prefix="lipspace_eval_") as tmp:
             wav = audio_slice(Path(audio), audio_offset_s, len(preds) / fps, Path(tmp) / "audio.wav")
             if self.s.lse_local and lmk68 is not None:
-                out.update(self._lse_local(preds, lmk68, wav, fps))
+                out.update(self._lse_local(preds, lmk68, wav, fps, source=(Path(audio), audio_offset_s)))
                 if gts is not None:  # the same score on the ground truth: the ceiling this clip allows
                     gt = self._cached(("lse_local", gt_key), lambda: self._lse_local(gts, lmk68, wav, fps))
                     keys = ("lse_d_local", "lse_c_local", "lse_offset_local")
@@ -182,12 +182,12 @@ class Scorer:
         except LipspaceError as e:
             return L.unavailable(str(e))
 
-    def _lse_local(self, frames, lmk68, wav, fps) -> dict:
+    def _lse_local(self, frames, lmk68, wav, fps, source=None) -> dict:
         from lipspace.errors import LipspaceError
         from lipspace.eval.lse import lse_local
 
         try:
-            out = lse_local(frames, lmk68, wav, fps=fps, weights=self.s.ave_weights)
+            out = lse_local(frames, lmk68, wav, fps=fps, weights=self.s.ave_weights, source=source)
         except LipspaceError as e:  # e.g. a sequence shorter than one 5-frame window
             return {"lse_d_local": math.nan, "lse_c_local": math.nan, "lse_local_status": f"not computed: {e}"}
         if "lse_local_model" in out:

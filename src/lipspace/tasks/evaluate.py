@@ -41,7 +41,8 @@ def load_run(run_dir, ckpt: str = "last"):
         raise LipspaceError(f"{ckpt_path}: checkpoint not found. Train first (lipspace-train) or pass ckpt=<path>.")
     dm = instantiate(cfg.data)
     dm.load()
-    system = build_system(cfg, dm, prepare=False)  # the checkpoint carries what prepare() trained
+    # the checkpoint carries what prepare() trained; run_dir: the AVE checkpoint the run recorded (lipspace.av.auto)
+    system = build_system(cfg, dm, prepare=False, run_dir=run_dir)
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     system.load_state_dict(state["state_dict"])
     system.eval()
@@ -196,6 +197,26 @@ def dub_files(dub_audio) -> list[Path]:
     return out
 
 
+def local_sync_expert(settings: EvalSettings, dm, cfg, run_dir: Path) -> EvalSettings:
+    """``settings`` with ``ave_weights`` set to the run's local sync expert when the local LSE is on and no AVE
+    weights are given anywhere (lipspace.av.auto.expert_for_metric: the expert trained on THIS run's clip's
+    training frames, the same one as the run's ``ave`` features when it has them; recorded in the run).
+    Unchanged otherwise; a failed training leaves the columns NaN with a warning, the evaluation goes on."""
+    if not settings.lse_local or settings.ave_weights:
+        return settings
+    from dataclasses import replace
+
+    from lipspace.av.auto import expert_for_metric
+
+    try:
+        path = expert_for_metric(dm, cfg.get("ave"), run_dir)
+    except LipspaceError as e:
+        log.warning("eval: no local sync expert could be trained on %s (%s): lse_*_local columns empty",
+                    dm.clip.root, e)
+        return settings
+    return settings if path is None else replace(settings, ave_weights=str(path))
+
+
 def dataset_label(root) -> str:
     """Short dataset name for tables: ``synthetic`` for generated clips, else the dataset folder's name."""
     name = Path(str(root)).name
@@ -213,8 +234,8 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
     1/downscale resolution (ground truth area-averaged). Every row records the run, the resolution and which model
     computed each metric (``metric_provenance``)."""
     run_dir = Path(run_dir)
-    scorer = Scorer(EvalSettings.of(settings))
     cfg, dm, system, info = load_run(run_dir, ckpt)
+    scorer = Scorer(local_sync_expert(EvalSettings.of(settings), dm, cfg, run_dir))
     clip, split = dm.clip, dm.split
     fps = float(clip.meta["fps"])
     dubs = dub_files(dub_audio)
