@@ -127,10 +127,16 @@ def test_render_cli_prints_one_line_for_a_text_file(audio_run, bad_dubs):
 
 
 # --------------------------------------------------------------------------------- together: an evaluation sweep
-def test_evaluation_with_bad_dubs_gives_a_row_each(audio_run, bad_dubs):
+def test_evaluation_with_bad_dubs_gives_a_row_each(audio_run, bad_dubs, tmp_path):
+    import torch
+
+    from lipspace.av.sync import AVEncoder, save
     from lipspace.tasks.evaluate import evaluate
 
-    settings = {"lpips": False, "face": False, "lse": True, "lse_local": True, "download": False}
+    torch.manual_seed(0)  # a random-init local sync expert: real local LSE numbers on the dubs that have speech
+    ave = save(AVEncoder(width=4), tmp_path / "ave.pt", {"weights": "random init for lipspace tests"})
+    settings = {"lpips": False, "face": False, "lse": True, "lse_local": True, "download": False,
+                "ave_weights": str(ave)}
     df = evaluate(audio_run, videos=False, settings=settings, dub_audio=list(bad_dubs.values()), dub_seconds=0.4,
                   max_tail_frames=2)
     dubs = df[df.eval_set.str.startswith("dub/")].set_index("eval_set")
@@ -154,7 +160,9 @@ def test_evaluation_with_bad_dubs_gives_a_row_each(audio_run, bad_dubs):
     assert pd.isna(silent.lse_d) and pd.isna(silent.lse_d_local)
     assert "is silent (RMS -inf dBFS" in note["dub/silence"] and "no speech" in note["dub/silence"]
     assert "no speech" not in dubs.loc["dub/good", "lse_status"]  # scored as usual (here: no weights, so NaN)
-    assert "no speech" not in dubs.loc["dub/good", "lse_local_status"]
+    good = dubs.loc["dub/good"]
+    assert good.lse_local_status.startswith("ok") and np.isfinite(good.lse_d_local)
+    assert dubs.loc["dub/hz48", "lse_local_status"].startswith("ok")  # resampled, then scored as any other
     assert (df[~df.eval_set.str.startswith("dub/")].dub_status.isna()).all()  # only dub rows carry it
     saved = pd.read_csv(audio_run / "eval" / "results.csv")
     assert len(saved) == len(df) and saved.dub_status.notna().sum() == len(bad_dubs)
