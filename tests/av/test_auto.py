@@ -147,7 +147,7 @@ def test_expert_beats_chance_on_the_heldout_tail_of_a_real_clip(caplog):
     """Real clip (the anchor's first 20 s, 128²): trained on its first 15 s only (120 steps, ~16 CPU s), the expert
     separates aligned from shifted audio on the last 5 s above chance (the binomial check of the stage) and says so
     in the log. Measured: 0.70 over 242 decisions (p ~ 1e-10); the 60 s budget of conf/ave/auto.yaml gives more."""
-    from conftest import prepared_real_clip
+    from tests.conftest import prepared_real_clip
 
     root = prepared_real_clip("anchor", 20, 128)
     dm = _datamodule(root, test_fraction=0.25)

@@ -76,7 +76,9 @@ def test_driving_by_audio_uses_neutral_upper_face_and_blinks():
     assert (driven[:, [i for i in range(52) if i not in upper]] == 0).all()
 
 
-def test_synctalk_without_ave_weights_fails_at_start_up(tiny_dataset, tmp_path, monkeypatch):
+def test_synctalk_with_a_named_but_missing_ave_checkpoint_fails_at_start_up(tiny_dataset, tmp_path, monkeypatch):
+    """A checkpoint the user names ($LIPSPACE_AVE_WEIGHTS) that is not there is an error, never silently replaced by
+    the automatically trained expert (that one is for when nothing is named: tests/av/test_auto.py)."""
     from hydra.utils import instantiate
 
     from lipspace.config import compose_train
