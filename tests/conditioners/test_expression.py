@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -173,6 +175,10 @@ def test_lipnerf_preset_trains_and_is_evaluated_driven_by_audio(tiny_dataset, tm
     cfg = compose_train(["experiment=lipnerf", "data=dir", f"data.root={tiny_dataset}", "debug=fast", "logger=csv",
                          "conditioner.audio.window=8"], out)
     train(cfg, out, {"conditioner": "expression", "renderer": "mlp"})
+    prepared = json.loads((out / "prepare.json").read_text())  # the stage's report, also logged as prepare/...
+    assert {"value", "trivial", "learned"} <= set(prepared["check"]) and prepared["model"] == "ridge"
+    logged = (out / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "prepare/expression/check/ratio" in logged
     df = evaluate(out, videos=False)
     rows = df[df.eval_set == "heldout/utt_00"]
     assert sorted(rows.driver) == ["audio", "oracle_inputs"]

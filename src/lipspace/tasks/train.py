@@ -116,6 +116,27 @@ def audio_info(cfg: DictConfig) -> dict:
             "audio_model": (audio.get("backend_kwargs") or {}).get("model") or default_model(backend)}
 
 
+def write_prepare_info(conditioner, out: Path) -> dict:
+    """The conditioner's stage-wise pre-training report (``prepare_info``: held-out errors against the trivial
+    predictor, cache path) -> ``<run>/prepare.json``; returns its numbers flattened as ``prepare/...`` metrics
+    for the loggers (empty when nothing was prepared)."""
+    info = conditioner.prepare_info
+    if not info:
+        return {}
+    (out / "prepare.json").write_text(json.dumps(info, indent=2, default=str))
+    flat: dict = {}
+
+    def walk(prefix, v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{prefix}/{k}", x)
+        elif isinstance(v, bool | int | float) and not isinstance(v, str):
+            flat[prefix] = float(v)
+
+    walk(f"prepare/{conditioner.name}", info)
+    return flat
+
+
 # Lightning warnings that do not apply here: ray batches are made in-process (no workers), and checkpoints
 # holding the post-step state are exactly what a resumed run needs.
 _IGNORED_WARNINGS = (".*IterableDataset.*has .__len__. defined.*", "Using ModelCheckpoint with manual optimization.*",
@@ -138,12 +159,15 @@ def train(cfg: DictConfig, output_dir: str | Path, choices: dict | None = None) 
     datamodule = instantiate(cfg.data)
     datamodule.load()
     system = build_system(cfg, datamodule, out)
+    prepared = write_prepare_info(system.conditioner, out)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     hparams = {**OmegaConf.to_container(cfg, resolve=True), "run": info}
     for lg in loggers:
         lg.log_hyperparams(hparams)
+        if prepared:
+            lg.log_metrics(prepared, step=0)
     ckpt = resolve_resume(cfg, out)
     if ckpt:
         log.info("resuming from %s", ckpt)
