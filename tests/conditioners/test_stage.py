@@ -19,7 +19,7 @@ def test_save_load_round_trip_and_unusable_files_are_misses(tmp_path):
     save_stage(path, state, {"m": 1.0})
     got = load_stage(path, state)
     assert got is not None and torch.equal(got[0]["w"], state["w"]) and got[1] == {"m": 1.0}
-    assert not list(path.parent.glob(".*.tmp"))
+    assert not list(path.parent.glob(".*.tmp"))  # the per-process temporary file is gone
     assert load_stage(path, {"w": torch.zeros(5), "flag": torch.tensor(True)}) is None  # other shapes
     assert load_stage(tmp_path / "absent.pt", state) is None
     path.write_bytes(b"not a torch file")

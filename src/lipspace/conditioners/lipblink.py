@@ -55,6 +55,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -331,7 +332,7 @@ class LipBlinkConditioner(Conditioner):
         self.prepare_info = {**metrics, "cached": False, "path": str(path)}
         if self.cache:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: parallel jobs share the cache
             torch.save({"state": self._prepared_state(), "metrics": metrics}, tmp)
             tmp.replace(path)
         log.info("lipblink prepared: %s", metrics)

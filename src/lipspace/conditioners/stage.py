@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def save_stage(path: Path, state: dict, metrics: dict) -> None:
     """Write ``{"state", "metrics"}`` to ``path`` through a temporary file (a killed run never leaves half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: parallel sweep jobs share the cache
     torch.save({"state": state, "metrics": metrics}, tmp)
     tmp.replace(path)
 
