@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
@@ -11,7 +12,7 @@ from lipspace.config import CONF_DIR, check_config, compose_train, group_options
 from lipspace.errors import LipspaceError
 
 GROUPS = ["data", "conditioner", "renderer", "model", "trainer", "logger", "callbacks", "paths", "budget",
-          "experiment", "debug", "local", "evaluation"]
+          "experiment", "debug", "local", "evaluation", "ave"]
 NEEDS = {"data=dir": ["data.root=/tmp/some_dataset"]}
 
 
@@ -162,3 +163,23 @@ def test_every_preset_runs_on_every_renderer(experiment, renderer, tmp_path):
     if renderer == "mlp":
         paper = compose_train([f"experiment={experiment}", "renderer=mlp", "budget=paper"], tmp_path / "p")
         assert paper.renderer.field.hidden == paper.get("mlp_field", {}).get("hidden", 128)
+
+
+def test_sweep_dirs_resolve_before_hydra_config_is_set():
+    """A multirun's sweeper resolves hydra.sweep.dir (-> paths.log_dir -> paths.root_dir) before Hydra's config
+    is set: with ${hydra:runtime.cwd} in root_dir every study sweep stopped with "HydraConfig was not set"."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from lipspace.config import CONF_DIR
+
+    HydraConfig.instance().cfg = None
+    root = CONF_DIR.parent
+    for study in ("conditioning_spaces", "clip_length"):
+        with initialize_config_dir(str(root / "experiments" / study), version_base="1.3"):
+            cfg = compose("sweep_synthetic", return_hydra_config=True,
+                          overrides=[f"hydra.searchpath=[file://{CONF_DIR}]"])
+        assert not HydraConfig.initialized()
+        sweep_dir = OmegaConf.select(cfg, "hydra.sweep.dir")
+        assert sweep_dir == f"{Path.cwd()}/outputs/studies/{study}_synthetic"

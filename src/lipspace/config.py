@@ -5,11 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lipspace.errors import LipspaceError
 
 CONF_DIR = Path(os.environ.get("LIPSPACE_CONF", Path(__file__).resolve().parents[2] / "conf"))
+
+# ${lipspace_cwd:} - the launch directory. paths.root_dir uses it rather than ${hydra:runtime.cwd}, which a
+# multirun's sweeper resolves (hydra.sweep.dir -> paths.log_dir -> paths.root_dir) before Hydra's config is set:
+# every sweep stopped with "HydraConfig was not set" unless $LIPSPACE_ROOT was exported (hydra.job.chdir is false,
+# so every job's cwd is the launch directory too).
+OmegaConf.register_new_resolver("lipspace_cwd", os.getcwd, replace=True)
 
 
 def group_options(group: str) -> list[str]:
