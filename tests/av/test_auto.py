@@ -1,6 +1,6 @@
 """The local sync expert trains itself (lipspace.av.auto): on the training frames only, cached by data + settings +
-code, proven on the held-out tail against chance, recorded in the run, used by the ave backend, the evaluation's
-local LSE columns (with lse_local_seen), and by experiment=synctalk without any weights."""
+code, proven on the held-out tail against chance; recorded in the run (lipspace.av.record), used by the ave backend,
+the evaluation's local LSE columns (with lse_local_seen), and by experiment=synctalk without any weights."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from lipspace.av import auto
+from lipspace.av import auto, record
 from lipspace.errors import LipspaceError
 
 # a few seconds on the tiny fixture: small crops and channels (dim stays 256: experiment=synctalk's input width)
@@ -118,13 +118,14 @@ def test_seen_by_reads_the_recorded_frame_ranges(tmp_path):
     root = tmp_path / "clip"
     prov = {"train_frames": [{"root": str(root), "start": 0, "stop": 100, "audio_delay_s": 0.0}]}
     wav = root / "audio.wav"
-    assert auto.seen_by(prov, wav, 0.0, 50) is True
-    assert auto.seen_by(prov, wav, 3.96, 50) is True  # frames 99..148 overlap
-    assert auto.seen_by(prov, wav, 4.0, 50) is False  # the tail from frame 100
-    assert auto.seen_by(prov, root / "heldout" / "utt_00" / "audio.wav", 0.0, 50) is False
-    assert auto.seen_by(prov, tmp_path / "dub_de.wav", 0.0, 50) is False
-    assert auto.seen_by({"train_clips": [f"{root}@0.2"]}, wav, 60.0, 10) is True  # CLI checkpoints: whole clips
-    assert auto.seen_by({"weights": "something"}, wav, 0.0, 10) is None
+    assert record.seen_by(prov, wav, 0.0, 50) is True
+    assert record.seen_by(prov, wav, 3.96, 50) is True  # frames 99..148 overlap
+    assert record.seen_by(prov, wav, 4.0, 50) is False  # the tail from frame 100
+    assert record.seen_by(prov, root / "heldout" / "utt_00" / "audio.wav", 0.0, 50) is False
+    assert record.seen_by(prov, tmp_path / "dub_de.wav", 0.0, 50) is False
+    assert record.seen_by({"train_clips": [f"{root}@0.2"]}, wav, 60.0, 10) is True  # CLI checkpoints: whole clips
+    assert record.seen_by({"weights": "something"}, wav, 0.0, 10) is None
+    assert auto.seen_by is record.seen_by  # lipspace.eval.lse still imports it from lipspace.av.auto
 
 
 def test_record_is_checked(tmp_path):
@@ -132,15 +133,15 @@ def test_record_is_checked(tmp_path):
     p.write_bytes(b"abc")
     from lipspace.assets import file_sha256
 
-    auto.write_record(tmp_path / "run", "audio", {"path": str(p), "sha256": file_sha256(p), "source": "auto"})
-    rec = auto.read_record(tmp_path / "run")["audio"]
-    assert auto.checked(rec, "run") == p
+    record.write_record(tmp_path / "run", "audio", {"path": str(p), "sha256": file_sha256(p), "source": "auto"})
+    rec = record.read_record(tmp_path / "run")["audio"]
+    assert record.checked(rec, "run") == p
     p.write_bytes(b"abcd")
     with pytest.raises(LipspaceError, match="replaced"):
-        auto.checked(rec, "run")
+        record.checked(rec, "run")
     p.unlink()
     with pytest.raises(LipspaceError, match="is gone"):
-        auto.checked(rec, "run")
+        record.checked(rec, "run")
 
 
 def test_expert_beats_chance_on_the_heldout_tail_of_a_real_clip(caplog):
@@ -187,7 +188,7 @@ def test_synctalk_without_any_weights_trains_its_expert_and_evaluates_with_it(ti
                  "renderer=mlp", "ave.steps=12", "ave.batch=8", "ave.width=4", "ave.crop_hw=[16,32]"]
     metrics = train(compose_train(overrides, out), out)
     assert metrics["global_step"] == 6
-    rec = json.loads((out / auto.RECORD).read_text())["audio"]
+    rec = json.loads((out / record.RECORD).read_text())["audio"]
     assert rec["source"] == "auto" and rec["sha256"] == file_sha256(rec["path"])
     assert Path(rec["path"]).parent == tmp_path / "cache" / "ave_auto"
     meta = [json.loads(p.read_text()) for p in (tiny_dataset / "features").glob("ave-*.json")]
@@ -200,4 +201,4 @@ def test_synctalk_without_any_weights_trains_its_expert_and_evaluates_with_it(ti
     assert rec["sha256"] in {m["weights_sha256"] for m in held_meta}  # same checkpoint for held-out audio
     assert np.isfinite(held.lse_d_local) and held.lse_local_seen == False  # noqa: E712
     assert rec["sha256"] in held.lse_local_model and "frames [0, " in held.lse_local_model
-    assert json.loads((out / auto.RECORD).read_text()).keys() == {"audio"}  # the metric reused the run's expert
+    assert json.loads((out / record.RECORD).read_text()).keys() == {"audio"}  # the metric reused the run's expert

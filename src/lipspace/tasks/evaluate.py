@@ -41,7 +41,7 @@ def load_run(run_dir, ckpt: str = "last"):
         raise LipspaceError(f"{ckpt_path}: checkpoint not found. Train first (lipspace-train) or pass ckpt=<path>.")
     dm = instantiate(cfg.data)
     dm.load()
-    # the checkpoint carries what prepare() trained; run_dir: the AVE checkpoint the run recorded (lipspace.av.auto)
+    # the checkpoint carries what prepare() trained; run_dir: the AVE checkpoint the run recorded (lipspace.av.record)
     system = build_system(cfg, dm, prepare=False, run_dir=run_dir)
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     system.load_state_dict(state["state_dict"])
@@ -199,14 +199,14 @@ def dub_files(dub_audio) -> list[Path]:
 
 def local_sync_expert(settings: EvalSettings, dm, cfg, run_dir: Path) -> EvalSettings:
     """``settings`` with ``ave_weights`` set to the run's local sync expert when the local LSE is on and no AVE
-    weights are given anywhere (lipspace.av.auto.expert_for_metric: the expert trained on THIS run's clip's
+    weights are given anywhere (lipspace.av.record.expert_for_metric: the expert trained on THIS run's clip's
     training frames, the same one as the run's ``ave`` features when it has them; recorded in the run).
     Unchanged otherwise; a failed training leaves the columns NaN with a warning, the evaluation goes on."""
     if not settings.lse_local or settings.ave_weights:
         return settings
     from dataclasses import replace
 
-    from lipspace.av.auto import expert_for_metric
+    from lipspace.av.record import expert_for_metric
 
     try:
         path = expert_for_metric(dm, cfg.get("ave"), run_dir)

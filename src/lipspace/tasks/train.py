@@ -46,14 +46,14 @@ def build_system(cfg: DictConfig, datamodule, output_dir: Path | None = None, pr
                  run_dir: Path | None = None):
     """Instantiate conditioner (checked against the dataset), renderer and system; used by train and eval.
     ``prepare=False`` skips the conditioner's pre-training (eval: the checkpoint about to be loaded carries it).
-    An ``ave`` audio input gets its checkpoint here (lipspace.av.auto: given weights, else the local sync expert
+    An ``ave`` audio input gets its checkpoint here (lipspace.av.record: given weights, else the local sync expert
     trained on the training frames), recorded in ``run_dir`` (default ``output_dir``); with ``prepare=False`` the
     checkpoint recorded there is used, so held-out utterances and dubs get the features the model trained on."""
     from lipspace.audio.inputs import AudioInput
 
     conditioner = build_conditioner(cfg, datamodule.n_frames)
     if any(AudioInput.of(s).backend == "ave" for s in conditioner.audio_inputs.values()):
-        from lipspace.av.auto import resolve_audio_inputs
+        from lipspace.av.record import resolve_audio_inputs
 
         conditioner.audio_inputs = resolve_audio_inputs(conditioner.audio_inputs, datamodule, cfg.get("ave"),
                                                         run_dir if run_dir is not None else output_dir,
