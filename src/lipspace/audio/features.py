@@ -3,7 +3,8 @@ mono audio, and is cached beside the dataset; `frame_windows` (lipspace.audio.al
 frame windows.
 
 Backends here: ``mel`` (log-mel, 80 bands, 100 frames/s) and ``mfcc`` (13 MFCC + deltas + delta-deltas,
-100 frames/s), both librosa with ``center=True`` (feature j is centred at j / rate s). In their own modules:
+100 frames/s), as librosa computes them with ``center=True`` (feature j is centred at j / rate s; the mel
+spectrogram by lipspace.audio.melspec, identical to librosa's without importing it). In their own modules:
 ``phones`` (lipspace.audio.phones: pocketsphinx all-phone decoding, 41 one-hot classes, 100 frames/s) and
 ``deepspeech`` (lipspace.audio.deepspeech: AD-NeRF's DeepSpeech v0.1 graph, 29 logits, 50 frames/s). ``ave``
 (below): 256-d embeddings per video frame (25 /s) of the *locally trained* audio-visual sync encoder
@@ -86,11 +87,12 @@ class MelBackend(AudioBackend):
                                         ("fmax", fmax)))
 
     def power_mel(self, audio: np.ndarray) -> np.ndarray:
-        import librosa
+        # librosa.feature.melspectrogram(..., center=True), bit for bit, without importing librosa (lipspace.audio.
+        # melspec: its import and first-use numba JIT cost 2-30 s per process)
+        from lipspace.audio.melspec import melspectrogram
 
-        return librosa.feature.melspectrogram(y=np.asarray(audio, np.float32), sr=SAMPLE_RATE, n_fft=self.n_fft,
-                                              hop_length=self.hop, win_length=self.win, n_mels=self.n_mels,
-                                              fmin=self.fmin, fmax=self.fmax, center=True)
+        return melspectrogram(np.asarray(audio, np.float32), SAMPLE_RATE, self.n_fft, self.hop, self.win,
+                              self.n_mels, self.fmin, self.fmax)
 
     def compute(self, audio: np.ndarray) -> np.ndarray:
         return np.log10(self.power_mel(audio) + 1e-6).T.astype(np.float32)
