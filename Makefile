@@ -59,6 +59,8 @@ notebooks: $(STAMP)  ## execute the analysis notebooks on the committed results 
 	    -p results '["../experiments/clip_length/results/results_synthetic.csv"]' -p out_dir ../experiments/clip_length/results/figures
 	cd notebooks && ../$(VENV)/bin/papermill clip_length.ipynb ../experiments/clip_length/results/clip_length_anchor.ipynb \
 	    -p results '["../experiments/clip_length/results/results_anchor.csv"]' -p out_dir ../experiments/clip_length/results/figures_anchor
+	cd notebooks && ../$(VENV)/bin/papermill real_clips.ipynb ../experiments/conditioning_spaces/results/real_clips.ipynb \
+	    -p results '["../experiments/conditioning_spaces/results/results_real.csv"]' -p out_dir ../experiments/conditioning_spaces/results/figures_real
 
 bench-prep: $(STAMP)  ## preprocessing frames/s per stage and overall on the 71 s anchor clip
 	$(PY) benchmarks/bench_prep.py $(ARGS)

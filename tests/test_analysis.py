@@ -1,4 +1,5 @@
-"""lipspace.analysis (seed statistics, tables, provenance) and the two analysis notebooks, run with papermill."""
+"""lipspace.analysis (seed statistics, tables, provenance, the real-clip still-frame table) and the analysis
+notebooks, run with papermill."""
 
 from __future__ import annotations
 
@@ -49,6 +50,41 @@ def write_results_fixture(path: Path, renderers=("mlp",), clips=(3.0, None), see
                          "lmd": 2.0 + rng.normal(0, 0.1) if gt else np.nan, "lse_d": 8.0 + rng.normal(0, 0.1),
                          "lse_c": 3.0 + rng.normal(0, 0.1), "lse_d_local": np.nan, "lse_c_local": np.nan,
                          "blink_rate": 0.3})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def write_real_results_fixture(path: Path, clips=("obama", "may"), seeds=(0, 1)) -> Path:
+    """A real-clip results table with the eval task's schema (a test fixture, not results): the four presets on
+    the tri-plane renderer x clips x seeds; the held-out tail by tracked inputs (expression, lipblink) and by audio,
+    one dub; every space but deepspeech beats the still frame on both clips (deepspeech: only on the first clip);
+    one failed run (blendshape_av, last clip, last seed)."""
+    rng = np.random.default_rng(1)
+    prov = json.dumps({"psnr": "torchmetrics psnr, data_range=1", "lip_open_corr": "inner-lip opening (fixture)"})
+    rows = []
+    for cond, clip, seed in ((c, k, s) for c in EXPERIMENT for k in clips for s in seeds):
+        run = {"study": "conditioning_spaces", "conditioner": cond, "experiment": EXPERIMENT[cond],
+               "renderer": "triplane", "budget": "tiny", "max_steps": 3000, "seed": seed,
+               "dataset": f"/tmp/lipspace_prep/{clip}", "dataset_name": clip, "clip_seconds": None,
+               "train_seconds": 18.0, "status": "ok", "error": None, "metric_provenance": prov,
+               "lse_local_model": "locally trained AVE (fixture), NOT SyncNet", "lse_status": "not computed"}
+        if cond == "blendshape_av" and clip == clips[-1] and seed == seeds[-1]:
+            rows.append({**run, "status": "failed", "error": "RuntimeError: out of memory (fixture)"})
+            continue
+        gain = -1.0 if cond == "deepspeech" and clip != clips[0] else 1.0
+        drivers = ["tracked_inputs", "audio"] if cond in ("expression", "lipblink") else ["audio"]
+        for eval_set, driver in [*(("test_tail", d) for d in drivers), ("dub/dub_de_1", "audio")]:
+            gt = eval_set == "test_tail"
+            g = (2.0 if driver == "tracked_inputs" else gain) + rng.normal(0, 0.1)
+            rows.append({**run, "eval_set": eval_set, "driver": driver,
+                         "psnr": 28.0 + g if gt else np.nan, "mouth_psnr": 24.0 + g if gt else np.nan,
+                         "baseline_mean_frame_psnr": 28.0 if gt else np.nan,
+                         "baseline_mean_frame_mouth_psnr": 24.0 if gt else np.nan,
+                         "lmd": 1.5 + rng.normal(0, 0.1) if gt else np.nan,
+                         "lip_open_corr": 0.4 + rng.normal(0, 0.05) if gt else np.nan,
+                         "lip_audio_corr": 0.2 + rng.normal(0, 0.05), "lip_audio_corr_gt": 0.25 if gt else np.nan,
+                         "lip_audio_lag_s": 0.04, "lse_d_local": 8.0 + rng.normal(0, 0.1),
+                         "lse_c_local": 2.0 + rng.normal(0, 0.1), "lse_local_seen": False})
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
@@ -151,19 +187,27 @@ def _text_outputs(nb) -> str:
     return "\n".join(out)
 
 
-@pytest.mark.parametrize("name,renderers,expected", [
-    ("clip_length", ("mlp",), ["mouth PSNR ↑ vs clip length", "3 s", "full", "LSE-D ↓ (official SyncNet LSE)",
-                               "locally trained sync expert, not comparable to published LSE", "not available:",
-                               "out of memory (fixture)", "syncnet_v2 (fixture)", "claim holds: True",
-                               "Dubbed audio: LSE-D ↓", "Dubbed audio: face found",
-                               "mouth PSNR over the mean training frame ↑"]),
-    ("conditioning_spaces", ("mlp", "triplane"), ["Table I, reconstruction", "Table I, held-out audio-driven",
-                                                  "PSNR ↑", "SSIM ↑", "LPIPS ↓", "mouth PSNR ↑", "LMD ↓", "LSE-C ↑",
-                                                  "triplane", "not available: lpips", "Dubbed audio"]),
+@pytest.mark.parametrize("name,write,expected", [
+    ("clip_length", write_results_fixture,
+     ["mouth PSNR ↑ vs clip length", "3 s", "full", "LSE-D ↓ (official SyncNet LSE)",
+      "locally trained sync expert, not comparable to published LSE", "not available:", "out of memory (fixture)",
+      "syncnet_v2 (fixture)", "claim holds: True", "Dubbed audio: LSE-D ↓", "Dubbed audio: face found",
+      "mouth PSNR over the mean training frame ↑"]),
+    ("conditioning_spaces", lambda p: write_results_fixture(p, renderers=("mlp", "triplane")),
+     ["Table I, reconstruction", "Table I, held-out audio-driven", "PSNR ↑", "SSIM ↑", "LPIPS ↓", "mouth PSNR ↑",
+      "LMD ↓", "LSE-C ↑", "triplane", "not available: lpips", "Dubbed audio"]),
+    ("real_clips", write_real_results_fixture,
+     ["out of memory (fixture)", "inner-lip opening (fixture)", "still frame: mouth PSNR", A.BEATS,
+      "lip-opening corr. with GT ↑", "lip–audio corr. (lag 0) ↑", "LSE-D (local) ↓", "dub/dub_de_1",
+      "tracked_inputs", "expression / obama: driven by audio beats the still frame on PSNR and mouth PSNR: yes (2/2",
+      "deepspeech / may: driven by audio beats the still frame on PSNR and mouth PSNR: no (0/2",
+      "blendshape_av / may: driven by audio beats the still frame on PSNR and mouth PSNR: yes (PSNR",
+      "beats the still frame on both: 7 of 8 space × clip pairs",
+      "local LSE scored on sequences the sync expert trained on: 0 row(s)"]),
 ])
-def test_notebook_runs_on_a_results_table(name, renderers, expected, tmp_path, kernel_env):
+def test_notebook_runs_on_a_results_table(name, write, expected, tmp_path, kernel_env):
     papermill = pytest.importorskip("papermill")
-    results = write_results_fixture(tmp_path / "results.csv", renderers=renderers)
+    results = write(tmp_path / "results.csv")
     nb = papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(tmp_path / f"{name}.out.ipynb"),
                                     parameters={"results": [str(results)], "out_dir": str(tmp_path / "out")},
                                     kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
@@ -174,7 +218,7 @@ def test_notebook_runs_on_a_results_table(name, renderers, expected, tmp_path, k
     assert any(p.suffix == ".png" for p in (tmp_path / "out").iterdir())
 
 
-@pytest.mark.parametrize("name", ["clip_length", "conditioning_spaces"])
+@pytest.mark.parametrize("name", ["clip_length", "conditioning_spaces", "real_clips"])
 def test_notebooks_are_saved_clean_with_a_kernelspec(name):
     nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
     assert nb["metadata"]["kernelspec"] == {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -195,3 +239,118 @@ def test_heldout_audio_falls_back_to_the_audio_driven_tail_of_a_clip_without_utt
         {"dataset": "real", "eval_set": "dub/de", "driver": "audio", "psnr": 6.0},
     ])
     assert sorted(subset_rows(rows, "heldout_audio").psnr) == [2.0, 4.0]
+
+
+# ------------------------------------------------------------------------------------------ real clips: still frame
+def _real_rows() -> pd.DataFrame:
+    """Hand-made real-clip rows with known values: expression on obama over 2 seeds (tail by tracked inputs and by
+    audio, one dub), deepspeech on obama and blendshape_av on may with one seed, lipblink with a dub only, a failed
+    expression run and a held-out utterance row (both left out)."""
+    nan = np.nan
+    base = {"psnr": nan, "mouth_psnr": nan, "baseline_mean_frame_psnr": nan, "baseline_mean_frame_mouth_psnr": nan,
+            "lmd": nan, "lip_open_corr": nan, "lse_d_local": nan, "lse_c_local": nan, "lip_audio_corr": nan,
+            "lip_audio_corr_gt": nan, "status": "ok", "renderer": "triplane"}
+    still = {"baseline_mean_frame_psnr": 25.0, "baseline_mean_frame_mouth_psnr": 24.0}
+
+    def row(cond, clip, seed, eval_set, driver, **v):
+        root = {"obama": "/tmp/lipspace_prep/obama", "may": "data/real/may/"}[clip]
+        return {**base, "conditioner": cond, "dataset": root, "seed": seed, "eval_set": eval_set, "driver": driver,
+                **v}
+
+    return pd.DataFrame([
+        row("expression", "obama", 0, "test_tail", "tracked_inputs", psnr=30.0, mouth_psnr=26.0, **still, lmd=2.0,
+            lip_open_corr=0.5, lip_audio_corr=0.2, lip_audio_corr_gt=0.3),
+        row("expression", "obama", 1, "test_tail", "tracked_inputs", psnr=32.0, mouth_psnr=28.0, **still, lmd=3.0,
+            lip_open_corr=0.7, lip_audio_corr=0.3, lip_audio_corr_gt=0.3),
+        row("expression", "obama", 0, "test_tail", "audio", psnr=26.0, mouth_psnr=25.0, **still),  # beats
+        row("expression", "obama", 1, "test_tail", "audio", psnr=24.0, mouth_psnr=23.0, **still),  # does not
+        row("expression", "obama", 0, "dub/dub_de_1", "audio", lse_d_local=7.0, lse_c_local=2.0, lip_audio_corr=0.1),
+        row("expression", "obama", 1, "dub/dub_de_1", "audio", lse_d_local=8.0, lse_c_local=4.0),
+        row("expression", "obama", 2, "test_tail", "audio", psnr=99.0, mouth_psnr=99.0, **still, status="failed"),
+        row("expression", "obama", 0, "heldout/utt_00", "audio", psnr=99.0, mouth_psnr=99.0, **still),
+        row("deepspeech", "obama", 0, "test_tail", "audio", psnr=27.0, mouth_psnr=25.0, **still),
+        row("lipblink", "obama", 0, "dub/dub_de_1", "audio", lip_audio_corr=-0.05),
+        row("blendshape_av", "may", 0, "test_tail", "audio", psnr=29.0, mouth_psnr=20.0,
+            baseline_mean_frame_psnr=28.0, baseline_mean_frame_mouth_psnr=22.0),
+    ])
+
+
+def test_real_clip_table_mean_std_over_seeds_and_the_still_frame_verdict():
+    table = A.real_clip_table(_real_rows())
+    cols = ["n (seeds)", "PSNR ↑", "mouth PSNR ↑", "still frame: PSNR", "still frame: mouth PSNR", A.BEATS, "LMD ↓",
+            "lip-opening corr. with GT ↑", "LSE-D (local) ↓", "LSE-C (local) ↑", "lip–audio corr. (lag 0) ↑",
+            "lip–audio corr. of the GT (ceiling)"]
+    na = "n/a"
+    expected = pd.DataFrame(
+        [[2, "31.00 ± 1.41", "27.00 ± 1.41", "25.00 ± 0.00", "24.00 ± 0.00", "yes (2/2 seeds)", "2.50 ± 0.71",
+          "0.60 ± 0.14", na, na, "0.25 ± 0.07", "0.30 ± 0.00"],
+         [2, "25.00 ± 1.41", "24.00 ± 1.41", "25.00 ± 0.00", "24.00 ± 0.00", "no (1/2 seeds)", na, na, na, na, na, na],
+         [2, na, na, na, na, na, na, na, "7.50 ± 0.71", "3.00 ± 1.41", "0.10", na],
+         [1, "27.00", "25.00", "25.00", "24.00", "yes", na, na, na, na, na, na],
+         [1, na, na, na, na, na, na, na, na, na, "-0.05", na],
+         [1, "29.00", "20.00", "28.00", "22.00", "no", na, na, na, na, na, na]],
+        columns=cols,
+        index=pd.MultiIndex.from_tuples([("expression", "obama", "test_tail", "tracked_inputs"),
+                                         ("expression", "obama", "test_tail", "audio"),
+                                         ("expression", "obama", "dub/dub_de_1", "audio"),
+                                         ("deepspeech", "obama", "test_tail", "audio"),
+                                         ("lipblink", "obama", "dub/dub_de_1", "audio"),
+                                         ("blendshape_av", "may", "test_tail", "audio")],
+                                        names=["space", "clip", "eval_set", "driver"]))
+    pd.testing.assert_frame_equal(table, expected)
+
+    verdict = A.still_frame_verdict(_real_rows())
+    assert list(verdict.index) == [("expression", "obama"), ("deepspeech", "obama"), ("lipblink", "obama"),
+                                   ("blendshape_av", "may")]
+    assert list(verdict["verdict"]) == ["no (1/2 seeds)", "yes", "n/a", "no"]
+    assert list(verdict["n"]) == [2, 1, 0, 1]
+    np.testing.assert_allclose(verdict["PSNR gain"], [0.0, 2.0, np.nan, 1.0])
+    np.testing.assert_allclose(verdict["mouth PSNR gain"], [0.0, 1.0, np.nan, -2.0])
+    assert verdict["line"].iloc[1] == ("deepspeech / obama: driven by audio beats the still frame on PSNR and mouth "
+                                       "PSNR: yes (PSNR +2.00 dB, mouth PSNR +1.00 dB over the still frame, n=1)")
+    assert verdict["line"].iloc[2].endswith(": n/a (no audio-driven held-out tail row with PSNR, mouth PSNR and the "
+                                            "still frame's)")
+
+
+def test_real_clip_summary_numbers_clip_column_and_renderer_level(tmp_path):
+    rows = _real_rows()
+    s = A.real_clip_summary(rows)
+    tail = s.loc[("expression", "obama", "test_tail", "audio")]
+    assert (tail["n"], tail["psnr"], tail["psnr_n"], tail["beats_runs"], tail["beats_of"]) == (2, 25.0, 2, 1, 1 + 1)
+    assert tail["psnr_std"] == pytest.approx(math.sqrt(2)) and tail["beats"] is False
+    assert math.isnan(s.loc[("deepspeech", "obama", "test_tail", "audio"), "psnr_std"])  # one seed: no std
+    assert A.clip_name("/tmp/lipspace_prep/obama") == "obama" and A.clip_name("data/real/may/") == "may"
+    assert A.clip_name(np.nan) is None
+    rows.to_csv(tmp_path / "real.csv", index=False)
+    loaded = A.load_results(tmp_path / "real.csv")
+    assert list(loaded["clip"].unique()) == ["obama", "may"]
+    pd.testing.assert_frame_equal(A.real_clip_table(loaded), A.real_clip_table(rows))
+    two = pd.concat([rows, rows.assign(renderer="mlp", psnr=rows["psnr"] - 10)], ignore_index=True)
+    s2 = A.real_clip_summary(two)
+    assert s2.index.names == ["conditioner", "renderer", "clip", "eval_set", "driver"]
+    assert s2.loc[("deepspeech", "mlp", "obama", "test_tail", "audio"), "beats"] is False
+    assert s2.loc[("deepspeech", "triplane", "obama", "test_tail", "audio"), "beats"] is True
+    with pytest.raises(A.MetricUnavailable, match="no test_tail or dub"):
+        A.real_clip_summary(rows[rows.eval_set.str.startswith("heldout/")])
+
+
+def test_plot_real_gains_bars_are_the_gain_over_the_still_frame():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.container import BarContainer
+
+    fig, ax = plt.subplots()
+    A.plot_real_gains(_real_rows(), "mouth_psnr", ax)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["may", "obama"]
+    bars = {c.get_label(): [p.get_height() for p in c.patches] for c in ax.containers
+            if isinstance(c, BarContainer)}
+    assert bars.keys() == {"expression", "deepspeech", "blendshape_av"}
+    np.testing.assert_allclose(bars["expression"], [np.nan, 0.0])
+    np.testing.assert_allclose(bars["deepspeech"], [np.nan, 1.0])
+    np.testing.assert_allclose(bars["blendshape_av"], [-2.0, np.nan])
+    with pytest.raises(A.MetricUnavailable, match="tracked_inputs"):  # only expression has tracked-input rows
+        A.plot_real_gains(_real_rows()[lambda d: d.conditioner != "expression"], "psnr", ax,
+                          driver="tracked_inputs")
+    plt.close(fig)
