@@ -174,7 +174,7 @@ def main() -> None:
         print(f"-- {name}: {steps} steps in {curve[-1][0]:.1f} s train wall, {rays:,.0f} rays/s"
               + (f" (+{compile_s:.1f} s one-off compile of the hash encoding)" if compile_s else "")
               + "; held-out PSNR " + " ".join(f"{s}:{p:.2f}" for _, s, p in curve))
-        print(f"   render fps " + "  ".join(f"{s}^2: {f:.2f}" for s, f in fps.items()))
+        print("   render fps " + "  ".join(f"{s}^2: {f:.2f}" for s, f in fps.items()))
     mlp_curve, tp_curve = results["mlp"][0], results["triplane"][0]
     target, t_mlp = mlp_curve[-1][2], mlp_curve[-1][0]
     t_tp, compile_s = time_to(tp_curve, target), results["triplane"][3]

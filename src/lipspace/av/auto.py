@@ -23,15 +23,16 @@ they saw (``provenance['train_frames']``: dataset path + frame range; read by ``
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock
 
 from lipspace.errors import LipspaceError
 
@@ -162,18 +163,10 @@ def stage_path(sources: list[Source], settings: AutoSettings) -> Path:
     return cache_dir() / SUBDIR / f"{sources[0].root.name}-{stage_key(sources, settings)}.pt"
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
+def _locked(path: Path) -> FileLock:
     """An exclusive lock on ``path``.lock (concurrent runs wait for the one training)."""
-    import fcntl
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return FileLock(str(path) + ".lock")
 
 
 def _describe(s: Source) -> str:

@@ -111,7 +111,6 @@ def evaluate_sync(model: AVEncoder, root, threshold: float | dict | None = None,
     value (per-window protocol) or {protocol: thr} as returned by :func:`train_thresholds`."""
     clip = as_clip(root, model.config)
     a, v = clip_embeddings(model, clip)
-    rng = np.random.default_rng(seed)
     out = {"clip": clip.name, "n_windows": int(len(clip.centres))}
     thresholds = threshold if isinstance(threshold, dict) else {"window": threshold}
     for name, k, rel in protocols(smooth):

@@ -79,7 +79,7 @@ def main() -> None:
         print(f"  {name:<10} {tag}")
     head = res.summary.get("head", {})
     if head:
-        print(f"  head fit: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+        print("  head fit: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                           for k, v in head.items() if not isinstance(v, (list, dict))))
     print(f"dataset: {res.out_dir}  ({n} frames, {res.total_seconds:.1f} s)")
     for p in res.summary.get("finalize", {}).get("overlays", [])[:3]:

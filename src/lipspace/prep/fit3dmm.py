@@ -263,7 +263,6 @@ class _Fitter:
     def joint_steps(self, f, rot, t, alpha, beta, frames, iters: int):
         """LM on all unknowns at once (poses, expressions, shared identity): the per-frame blocks are eliminated
         with a Schur complement, so the shared identity is solved jointly, not by slow alternation."""
-        n = len(frames)
         lam_id = self.lam_id
 
         def total(rot, t, alpha, beta):

@@ -8,29 +8,23 @@ rewrites the table with the run's previous rows (same ``run_dir``) replaced.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import traceback
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock
 
 from lipspace.errors import LipspaceError
 
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
+def _locked(path: Path) -> FileLock:
+    """An exclusive lock on ``path``.lock (parallel sweep jobs append to one table)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return FileLock(str(path) + ".lock")
 
 
 def append_rows(table, df: pd.DataFrame) -> Path:
