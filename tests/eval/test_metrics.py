@@ -34,3 +34,24 @@ def test_frame_metrics_mouth_error_only_in_mouth():
     lmk[48:68] = [[28, 30], [36, 34]] * 10
     m = frame_metrics(pred, gt, lmk)
     assert m["mouth_psnr"] < m["psnr"] and m["mouth_l1"] > m["l1"]
+
+
+def test_frame_metrics_batch_equals_frame_by_frame():
+    """SSIM batched (the mean frame against every target, as the eval task's baseline rows): within 1e-6 of
+    frame_metrics; PSNR, L1 and the mouth columns are computed per frame as before: exact."""
+    from lipspace.eval.metrics import frame_metrics_batch
+
+    gen = torch.Generator().manual_seed(2)
+    targets = torch.rand(5, 36, 44, 3, generator=gen)
+    baseline = targets.mean(0)
+    lmk = np.zeros((68, 2), np.float32)
+    lmk[48:68] = [[14, 18], [28, 26]] * 10
+    lmks = [lmk, None, lmk, lmk, None]
+    got = frame_metrics_batch(baseline.expand_as(targets), targets, lmks)
+    expected = [frame_metrics(baseline, t, lm) for t, lm in zip(targets, lmks)]
+    for g, e in zip(got, expected, strict=True):
+        assert list(g) == list(e)
+        assert abs(g["ssim"] - e["ssim"]) < 1e-6
+        assert {k: v for k, v in g.items() if k != "ssim"} == {k: v for k, v in e.items() if k != "ssim"}
+    with pytest.raises(ValueError):
+        frame_metrics_batch(targets, targets, lmks[:2])

@@ -131,6 +131,44 @@ def _captured_output(log_path: Path):
             os.close(saved[0]), os.close(saved[1])
 
 
+def official_setup(*, syncnet_weights=None, s3fd_weights=None, vshift: int = 15, download="auto",
+                   syncnet_sha256: str | None = None, s3fd_sha256: str | None = None, **pipeline_overrides):
+    """What :func:`lse_official` needs besides the video, checked without one: (syncnet-python's PipelineConfig,
+    the weights label, None) when it can run, else (None, label, its NaN result with ``lse_status`` saying why: no
+    syncnet-python, weights not found / not downloadable, no ffmpeg). Unknown ``pipeline_overrides`` raise
+    LipspaceError. An evaluation asks once and skips encoding renders for a metric that cannot run."""
+    try:
+        import syncnet_python
+        from syncnet_python.syncnet_pipeline import PipelineConfig
+    except ImportError as e:
+        return None, "none", _nan("lse", f"syncnet-python is not importable ({e}); install it: {_INSTALL}", "none")
+    fields = set(PipelineConfig.__annotations__) - {"s3fd_weights", "syncnet_weights", "vshift"}
+    if set(pipeline_overrides) - fields:
+        raise LipspaceError(f"lse_official: unknown pipeline option(s) {sorted(set(pipeline_overrides) - fields)}; "
+                            f"choose from {sorted(fields)}")
+    version = getattr(syncnet_python, "__version__", "?")
+    mode = download_mode(download)
+    sp, why_s, r_s = _resolve_weight(SYNCNET, syncnet_weights, SYNCNET_ENV, syncnet_sha256, mode, "syncnet_weights")
+    fp, why_f, r_f = _resolve_weight(S3FD, s3fd_weights, S3FD_ENV, s3fd_sha256, mode, "s3fd_weights")
+    label = " + ".join(f"{name} {a.name} ({f'sha256 {file_sha256(p)}' if p else 'not found'})"
+                       for name, a, p in (("SyncNet", SYNCNET, sp), ("S3FD", S3FD, fp))) + f", syncnet-python {version}"
+    if sp is None or fp is None:
+        from lipspace.assets import cache_dir
+
+        reasons = "; ".join(dict.fromkeys(_REASONS[r] for r in (r_s, r_f) if r))
+        missing = " | ".join(f"no {a.name} (looked at {why}); to provide it: get {a.url} and pass {arg}=PATH, "
+                             f"set ${env}, or put it at {cache_dir() / a.name} or $LIPSPACE_ASSETS/models/{a.name}"
+                             for a, why, arg, env in ((SYNCNET, why_s, "syncnet_weights", SYNCNET_ENV),
+                                                      (S3FD, why_f, "s3fd_weights", S3FD_ENV)) if why)
+        return None, label, _nan("lse", f"official SyncNet/S3FD weights {reasons} (download={mode}), LSE not "
+                                        f"computed: {missing}", label)
+    cfg = PipelineConfig(syncnet_weights=str(sp), s3fd_weights=str(fp), vshift=int(vshift), **pipeline_overrides)
+    if shutil.which(cfg.ffmpeg_bin) is None:
+        return None, label, _nan("lse", f"the ffmpeg binary ({cfg.ffmpeg_bin}) is not on PATH: the SyncNet pipeline "
+                                        f"needs it (apt-get install ffmpeg)", label)
+    return cfg, label, None
+
+
 def lse_official(video_path, *, syncnet_weights=None, s3fd_weights=None, vshift: int = 15, device: str = "cpu",
                  download="auto", syncnet_sha256: str | None = None, s3fd_sha256: str | None = None,
                  **pipeline_overrides) -> dict:
@@ -154,35 +192,13 @@ def lse_official(video_path, *, syncnet_weights=None, s3fd_weights=None, vshift:
     if not info.has_audio:
         raise LipspaceError(f"{video_path}: has no audio track; LSE scores the video against its own audio, so mux "
                             f"it first: `ffmpeg -i video.mp4 -i audio.wav -c:v copy -map 0:v -map 1:a out.mp4`")
-    try:
-        import syncnet_python
-        from syncnet_python.syncnet_pipeline import PipelineConfig, SyncNetPipeline
-    except ImportError as e:
-        return _nan("lse", f"syncnet-python is not importable ({e}); install it: {_INSTALL}", "none")
-    fields = set(PipelineConfig.__annotations__) - {"s3fd_weights", "syncnet_weights", "vshift"}
-    if set(pipeline_overrides) - fields:
-        raise LipspaceError(f"lse_official: unknown pipeline option(s) {sorted(set(pipeline_overrides) - fields)}; "
-                            f"choose from {sorted(fields)}")
-    version = getattr(syncnet_python, "__version__", "?")
-    mode = download_mode(download)
-    sp, why_s, r_s = _resolve_weight(SYNCNET, syncnet_weights, SYNCNET_ENV, syncnet_sha256, mode, "syncnet_weights")
-    fp, why_f, r_f = _resolve_weight(S3FD, s3fd_weights, S3FD_ENV, s3fd_sha256, mode, "s3fd_weights")
-    label = " + ".join(f"{name} {a.name} ({f'sha256 {file_sha256(p)}' if p else 'not found'})"
-                       for name, a, p in (("SyncNet", SYNCNET, sp), ("S3FD", S3FD, fp))) + f", syncnet-python {version}"
-    if sp is None or fp is None:
-        from lipspace.assets import cache_dir
+    cfg, label, not_ready = official_setup(syncnet_weights=syncnet_weights, s3fd_weights=s3fd_weights, vshift=vshift,
+                                           download=download, syncnet_sha256=syncnet_sha256, s3fd_sha256=s3fd_sha256,
+                                           **pipeline_overrides)
+    if not_ready is not None:
+        return not_ready
+    from syncnet_python.syncnet_pipeline import SyncNetPipeline
 
-        reasons = "; ".join(dict.fromkeys(_REASONS[r] for r in (r_s, r_f) if r))
-        missing = " | ".join(f"no {a.name} (looked at {why}); to provide it: get {a.url} and pass {arg}=PATH, "
-                             f"set ${env}, or put it at {cache_dir() / a.name} or $LIPSPACE_ASSETS/models/{a.name}"
-                             for a, why, arg, env in ((SYNCNET, why_s, "syncnet_weights", SYNCNET_ENV),
-                                                      (S3FD, why_f, "s3fd_weights", S3FD_ENV)) if why)
-        return _nan("lse", f"official SyncNet/S3FD weights {reasons} (download={mode}), LSE not computed: "
-                           f"{missing}", label)
-    cfg = PipelineConfig(syncnet_weights=str(sp), s3fd_weights=str(fp), vshift=int(vshift), **pipeline_overrides)
-    if shutil.which(cfg.ffmpeg_bin) is None:
-        return _nan("lse", f"the ffmpeg binary ({cfg.ffmpeg_bin}) is not on PATH: the SyncNet pipeline needs it "
-                           f"(apt-get install ffmpeg)", label)
     with tempfile.TemporaryDirectory(prefix="lipspace-lse-") as work:
         log = Path(work) / "pipeline.log"
         try:
@@ -206,18 +222,6 @@ def lse_official(video_path, *, syncnet_weights=None, s3fd_weights=None, vshift:
                           f"averaged over tracks (Wav2Lip protocol)", "lse_model": label}
 
 
-def _fill_missing(lmk: np.ndarray) -> np.ndarray:
-    """Frames whose landmarks are not finite take those of the nearest finite frame."""
-    ok = np.isfinite(lmk).all((1, 2))
-    if ok.all():
-        return lmk
-    if not ok.any():
-        raise LipspaceError("lmk68 has no frame with finite landmarks: cannot place mouth crops")
-    idx = np.flatnonzero(ok)
-    nearest = idx[np.abs(np.arange(len(lmk))[:, None] - idx[None]).argmin(1)]
-    return lmk[nearest]
-
-
 def lse_local(frames, lmk68, audio_path, fps: float = 25.0, weights=None, vshift: int = 15, source=None) -> dict:
     """LSE-D / LSE-C protocol with lipspace's locally trained AVE (``lipspace.av``) instead of SyncNet.
 
@@ -231,59 +235,8 @@ def lse_local(frames, lmk68, audio_path, fps: float = 25.0, weights=None, vshift
     expert, ``lipspace.av.auto``, when none is given). Returns {lse_d_local, lse_c_local, lse_offset_local,
     lse_local_status, lse_local_model}; with ``source`` = (the sequence's original audio file, its offset in s)
     also ``lse_local_seen``: whether the sequence was among the expert's training data (then the score is
-    optimistic; None when the checkpoint does not record its data, ``lipspace.av.auto.seen_by``)."""
-    import cv2
+    optimistic; None when the checkpoint does not record its data, ``lipspace.av.record.seen_by``). Scoring many
+    sequences: ``lipspace.eval.lse_local.LocalSyncExpert`` loads the expert once."""
+    from lipspace.eval.lse_local import LocalSyncExpert
 
-    from lipspace.audio.features import AVE_WEIGHTS_ENV, AveBackend, MelBackend, ave_weights_path, read_audio
-    from lipspace.av import data as avd
-    from lipspace.data.schema import FPS
-
-    frames, lmk = np.asarray(frames), np.asarray(lmk68, np.float64)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise LipspaceError(f"lse_local: frames must be uint8 [T, H, W, 3] RGB, got {frames.dtype} {frames.shape}")
-    if lmk.shape != (len(frames), 68, 2):
-        raise LipspaceError(f"lse_local: lmk68 must be [T={len(frames)}, 68, 2], got {lmk.shape}")
-    if abs(float(fps) - FPS) > 1e-6:
-        raise LipspaceError(f"lse_local: fps={fps}, but the AVE windows are 5 frames = 0.2 s at {FPS} fps; resample "
-                            f"the video to {FPS} fps first")
-    h = avd.VIDEO_FRAMES // 2
-    if len(frames) < avd.VIDEO_FRAMES:
-        raise LipspaceError(f"lse_local: {len(frames)} frames, need at least {avd.VIDEO_FRAMES} for one window")
-    path = ave_weights_path(weights)
-    if not path.is_file():
-        return _nan("lse_local", f"no AVE checkpoint at {path} (weights={weights}, ${AVE_WEIGHTS_ENV} "
-                                 f"{'= ' + os.environ[AVE_WEIGHTS_ENV] if os.environ.get(AVE_WEIGHTS_ENV) else 'unset'}"
-                                 f"); train one with `python -m lipspace.av.train --train <dataset> --out {path}`",
-                    "locally trained AVE (not found), NOT SyncNet: not comparable to published LSE-D/LSE-C")
-    backend = AveBackend(path)  # loads (cached by sha256) and reads the provenance
-    model, cfg = backend.model, backend.model.config
-    prov = backend.provenance
-    trained_on = (", ".join(f"{r['root']} frames [{r['start']}, {r['stop']})" for r in prov.get("train_frames") or [])
-                  or ", ".join(map(str, prov.get("train_clips", []))) or prov.get("weights", "unrecorded data"))
-    label = (f"locally trained AVE (sha256 {backend.sha256}, trained on {trained_on}), NOT SyncNet: not comparable "
-             f"to published LSE-D/LSE-C")
-    mel = MelBackend(n_mels=int(cfg["n_mels"])).compute(read_audio(audio_path))
-    audio = model.encode_audio_clip(mel, len(frames))  # [T, dim], windows centred on each frame, as in training
-    crop_hw = tuple(cfg["crop_hw"])
-    boxes = avd.mouth_boxes(_fill_missing(lmk), crop_hw)
-    out_hw = (crop_hw[0] + 2 * avd.MARGIN[0], crop_hw[1] + 2 * avd.MARGIN[1])
-    crops = avd.centre_crop(np.stack([avd.crop_frame(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), b, out_hw)
-                                      for f, b in zip(frames, boxes)]))
-    centres = np.arange(h, len(frames) - h)
-    video = []
-    with torch.no_grad():
-        for i in range(0, len(centres), 128):
-            t = centres[i:i + 128]
-            win = crops[t[:, None] + np.arange(avd.VIDEO_FRAMES)[None] - h]  # [B, 5, H, W]
-            video.append(model.mouth(torch.from_numpy(np.ascontiguousarray(win))))
-    v = F.normalize(torch.cat(video), dim=1, eps=1e-8)
-    a = F.normalize(audio[centres], dim=1, eps=1e-8)
-    r = offset_search(v, a, vshift)
-    out = {"lse_d_local": r["min_dist"], "lse_c_local": r["conf"], "lse_offset_local": r["offset"],
-           "lse_local_status": f"ok: {len(centres)} windows, offsets +-{vshift} frames",
-           "lse_local_model": label}
-    if source is not None:
-        from lipspace.av.auto import seen_by
-
-        out["lse_local_seen"] = seen_by(prov, source[0], float(source[1]), len(frames), fps)
-    return out
+    return LocalSyncExpert(weights).score(frames, lmk68, audio_path, fps=fps, vshift=vshift, source=source)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import torch
 from lipspace.eval import metrics as M
 
 log = logging.getLogger(__name__)
+BATCH_PIXELS = 1 << 21  # frames per batch of Scorer.frames: 128 at 128², 8 at 512²
 
 
 @dataclass
@@ -72,6 +74,8 @@ class Scorer:
         self._lpips = None
         self.face_status: str | None = None  # set once face analysis cannot run (no model): not retried per sequence
         self._gt_cache: dict = {}  # ground-truth face tracks / local LSE per (metric, sequence key)
+        self._expert = None  # the local sync expert (lse_local.LocalSyncExpert), loaded at its first use
+        self._official_unavailable: dict | None = None  # official LSE's NaN row once it is known not to run
         self.lpips_status = "disabled (evaluation.lpips=false)"
         if self.s.lpips:
             self._load_lpips()
@@ -90,15 +94,33 @@ class Scorer:
 
     def frame(self, pred: torch.Tensor, target: torch.Tensor, lmk68, scale: float) -> dict:
         out = M.frame_metrics(pred, target, lmk68, scale=scale)
-        if self._lpips is None:
-            out["lpips"] = math.nan  # no weights or disabled: lpips_status says why (the column always exists)
-        elif min(pred.shape[:2]) < 32:
-            out["lpips"] = math.nan  # AlexNet's strides need >= 32 px (lpips_status says so)
-            self.lpips_status = f"not computed: frames of {tuple(pred.shape[:2])} px are below LPIPS-alex's 32 px"
-        else:
-            with torch.no_grad():
-                out["lpips"] = float(self._lpips(pred.float(), target.float()).reshape(-1)[0])
+        out["lpips"] = self._lpips_values(pred[None], target[None])[0]
         return out
+
+    def frames(self, preds: torch.Tensor, targets: torch.Tensor, lmk68s, scale: float) -> list[dict]:
+        """``frame`` of each pair of frames [B,H,W,3] in [0, 1], SSIM and LPIPS computed in batches (their
+        per-call overhead dominated at 128²); values equal ``frame``'s up to float32 summation order (< 1e-6,
+        tests/eval/test_scoring.py). ``lmk68s``: None or one [68,2] (or None) per frame."""
+        lmk68s = [None] * len(preds) if lmk68s is None else list(lmk68s)
+        step = max(1, BATCH_PIXELS // max(1, preds.shape[1] * preds.shape[2]))
+        rows = []
+        for i in range(0, len(preds), step):
+            p, t = preds[i:i + step], targets[i:i + step]
+            part = M.frame_metrics_batch(p, t, lmk68s[i:i + step], scale=scale)
+            for row, value in zip(part, self._lpips_values(p, t), strict=True):
+                row["lpips"] = value
+            rows += part
+        return rows
+
+    def _lpips_values(self, preds: torch.Tensor, targets: torch.Tensor) -> list[float]:
+        """LPIPS of frames [B,H,W,3]; NaN without weights (lpips_status says why: the column always exists)."""
+        if self._lpips is None:
+            return [math.nan] * len(preds)
+        if min(preds.shape[1:3]) < 32:  # AlexNet's strides need >= 32 px (lpips_status says so)
+            self.lpips_status = f"not computed: frames of {tuple(preds.shape[1:3])} px are below LPIPS-alex's 32 px"
+            return [math.nan] * len(preds)
+        with torch.no_grad():
+            return self._lpips(preds.permute(0, 3, 1, 2).float(), targets.permute(0, 3, 1, 2).float()).tolist()
 
     def sequence(self, preds: np.ndarray, gts: np.ndarray | None, lmk68: np.ndarray | None, audio: Path | None,
                  audio_offset_s: float = 0.0, fps: float = 25.0, video_path: Path | None = None,
@@ -115,6 +137,12 @@ class Scorer:
         elif self.s.face:
             out["face_status"] = self.face_status
         out.update(self._lipmotion(tracks, audio, audio_offset_s, len(preds) / fps, fps))
+        out.update(self._sync(preds, gts, lmk68, audio, audio_offset_s, fps, video_path, gt_key))
+        return out
+
+    def _sync(self, preds, gts, lmk68, audio, audio_offset_s, fps, video_path, gt_key) -> dict:
+        """Local and official LSE columns of a sequence (none without audio or with both off)."""
+        out: dict = {}
         if audio is None or not (self.s.lse or self.s.lse_local):
             return out
         with tempfile.TemporaryDirectory(prefix="lipspace_eval_") as tmp:
@@ -126,11 +154,7 @@ class Scorer:
                     keys = ("lse_d_local", "lse_c_local", "lse_offset_local")
                     out.update({f"{k}_gt": gt[k] for k in keys if k in gt})
             if self.s.lse:
-                if video_path is None:
-                    from lipspace.eval.video import write_video
-
-                    video_path = write_video(preds, Path(tmp) / "render.mp4", fps=int(fps), audio_path=wav)
-                out.update(self._lse_official(Path(video_path)))
+                out.update(self._lse_official(preds, wav, fps, video_path, Path(tmp) / "render.mp4"))
         return out
 
     def _cached(self, key, compute):
@@ -142,7 +166,10 @@ class Scorer:
         return self._gt_cache[key]
 
     def _face(self, preds, gts, fps, gt_key=None) -> tuple[dict, tuple | None]:
-        """(face metrics, (render tracks, ground-truth tracks or None)); (status only, None) when they cannot run."""
+        """(face metrics, (render tracks, ground-truth tracks or None)); (status only, None) when they cannot run.
+        A ground truth not analysed yet is analysed in a second thread beside the render: MediaPipe's landmarker
+        runs on one core, so on 2 free cores the pair takes the time of one (the same values: each sequence has
+        its own landmarker)."""
         from lipspace.errors import LipspaceError
         from lipspace.eval import face_metrics as F
 
@@ -152,9 +179,11 @@ class Scorer:
                 self.provenance.update({k: v for k, v in F.PROVENANCE.items() if k not in self.provenance})
             if gts is not None and preds.shape != gts.shape:
                 raise LipspaceError(f"face metrics: render {preds.shape} and ground truth {gts.shape} differ")
-            gt = None if gts is None else self._cached(
-                ("face", gt_key), lambda: F.analyse_frames(gts, self.s.face_model, fps=fps))  # None key: not cached
-            pred = F.analyse_frames(preds, self.s.face_model, fps=fps)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipspace-face-gt") as pool:
+                gt_job = None if gts is None else pool.submit(  # None key: not cached
+                    self._cached, ("face", gt_key), lambda: F.analyse_frames(gts, self.s.face_model, fps=fps))
+                pred = F.analyse_frames(preds, self.s.face_model, fps=fps)
+                gt = None if gt_job is None else gt_job.result()
             return F.metrics_from_tracks(pred, gt, fps), (pred, gt)
         except LipspaceError as e:
             log.warning("eval: face metrics empty: %s", e)
@@ -183,29 +212,45 @@ class Scorer:
             return L.unavailable(str(e))
 
     def _lse_local(self, frames, lmk68, wav, fps, source=None) -> dict:
+        """Local LSE columns with the sync expert, loaded once per evaluation (``lse_local.LocalSyncExpert``)."""
         from lipspace.errors import LipspaceError
-        from lipspace.eval.lse import lse_local
+        from lipspace.eval.lse_local import LocalSyncExpert
 
         try:
-            out = lse_local(frames, lmk68, wav, fps=fps, weights=self.s.ave_weights, source=source)
+            if self._expert is None or self._expert.weights != self.s.ave_weights:
+                self._expert = LocalSyncExpert(self.s.ave_weights)
+            out = self._expert.score(frames, lmk68, wav, fps=fps, source=source)
         except LipspaceError as e:  # e.g. a sequence shorter than one 5-frame window
             return {"lse_d_local": math.nan, "lse_c_local": math.nan, "lse_local_status": f"not computed: {e}"}
         if "lse_local_model" in out:
             self.provenance["lse_local"] = out["lse_local_model"]
         return _nan_if_none(out)
 
-    def _lse_official(self, video: Path) -> dict:
+    def _lse_official(self, frames, wav: Path, fps: float, video: Path | None, scratch: Path) -> dict:
+        """Official LSE columns. Whether it can run at all (syncnet-python, weights, ffmpeg) is asked once per
+        evaluation; when it cannot, no video is encoded for it and every sequence gets that NaN row."""
         from lipspace.errors import LipspaceError
-        from lipspace.eval.lse import lse_official
+        from lipspace.eval.lse import lse_official, official_setup
 
+        kw = dict(syncnet_weights=self.s.syncnet_weights, s3fd_weights=self.s.s3fd_weights, download=self.s.download)
         try:
-            out = lse_official(video, syncnet_weights=self.s.syncnet_weights, s3fd_weights=self.s.s3fd_weights,
-                               download=self.s.download)
+            if self._official_unavailable is None:
+                _, _, not_ready = official_setup(**kw)
+                if not_ready is not None:
+                    self._official_unavailable = _nan_if_none(not_ready)
+            if self._official_unavailable is not None:
+                out = dict(self._official_unavailable)
+            else:
+                if video is None:
+                    from lipspace.eval.video import write_video
+
+                    video = write_video(frames, scratch, fps=int(fps), audio_path=wav)
+                out = _nan_if_none(lse_official(Path(video), **kw))
         except LipspaceError as e:  # a weight file with the wrong checksum, an unreadable render
             return {"lse_d": math.nan, "lse_c": math.nan, "lse_status": f"not computed: {e}"}
         if out.get("lse_model"):
             self.provenance["lse"] = out["lse_model"]
-        return _nan_if_none(out)
+        return out
 
 
 def _ignore_stray_sigprof() -> None:

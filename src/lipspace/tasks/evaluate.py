@@ -19,7 +19,7 @@ from lipspace.data.clip import Clip
 from lipspace.data.sampling import frame_inputs
 from lipspace.errors import LipspaceError
 from lipspace.eval import metrics as M
-from lipspace.eval.scoring import EvalSettings, Scorer
+from lipspace.eval.scoring import BATCH_PIXELS, EvalSettings, Scorer
 from lipspace.eval.video import to_uint8, write_strip, write_video
 from lipspace.inference import render_sequence
 
@@ -91,16 +91,25 @@ def _lmk68(clip: Clip, indices, downscale: int) -> np.ndarray | None:
 
 def _score(scorer: Scorer, system, clip: Clip, indices, inputs, frame_idx, baseline: torch.Tensor, video_path=None,
            strip_path=None, audio_offset_s: float = 0.0, downscale: int = 1) -> dict:
-    rows, base_rows, gts, preds = [], [], [], []
+    rows, base_rows, gts, preds, batch = [], [], [], [], []
     if downscale > 1:
         baseline = torch.nn.functional.avg_pool2d(baseline.permute(2, 0, 1)[None], downscale)[0].permute(1, 2, 0)
+
+    def score_batch():  # per-frame metrics a batch at a time (Scorer.frames: SSIM / LPIPS batched)
+        p, t, lmk = torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch]), [b[2] for b in batch]
+        rows.extend(scorer.frames(p, t, lmk, scale=1.0 / downscale))
+        base_rows.extend(M.frame_metrics_batch(baseline.expand_as(t), t, lmk, scale=1.0 / downscale))
+        batch.clear()
+
     for i, pred, target in render_sequence(system.conditioner, system.renderer, clip, inputs, frame_idx,
                                            indices=indices, downscale=downscale):
-        lmk = clip.tracks["lmk68"][i] if "lmk68" in clip.tracks else None
-        rows.append(scorer.frame(pred, target, lmk, scale=1.0 / downscale))
-        base_rows.append(M.frame_metrics(baseline, target, lmk, scale=1.0 / downscale))
+        batch.append((pred, target, clip.tracks["lmk68"][i] if "lmk68" in clip.tracks else None))
         gts.append(to_uint8(target))
         preds.append(to_uint8(pred))
+        if len(batch) * target.shape[0] * target.shape[1] >= BATCH_PIXELS:
+            score_batch()
+    if batch:
+        score_batch()
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     out.update({f"baseline_mean_frame_{k}": float(np.mean([r[k] for r in base_rows])) for k in base_rows[0]})
     out["n_frames"] = len(rows)
