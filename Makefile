@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipspace-installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install demo test test-slow test-all bench bench-prep bench-renderer bench-hashgrid bench-triplane study-spaces study-clip-length notebooks clean
+.PHONY: help install demo test test-slow test-all bench bench-prep bench-scoring bench-renderer bench-hashgrid bench-triplane study-spaces study-clip-length notebooks clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ notebooks: $(STAMP)  ## execute the analysis notebooks on the committed results 
 
 bench-prep: $(STAMP)  ## preprocessing frames/s per stage and overall on the 71 s anchor clip
 	$(PY) benchmarks/bench_prep.py $(ARGS)
+
+bench-scoring: $(STAMP)  ## seconds to score one 4 s dub at 128² per metric group (ARGS="--against REV": old vs new, interleaved)
+	$(PY) benchmarks/bench_scoring.py $(ARGS)
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun logs wandb .pytest_cache
