@@ -196,7 +196,7 @@ def _table(results: dict[str, list[dict]], fresh: bool) -> None:
           f"{time.strftime('%Y-%m-%d')}; medians over {len(results[names[0]])} process(es) each, seconds"
           f"{'; empty numba cache per process' if fresh else ''}")
     head = "".join(f"{n:>12}" for n in names) + ("   ratio" if len(names) == 2 else "")
-    med = lambda xs: statistics.median(xs)  # noqa: E731
+    med = statistics.median
     init = [med([r["init"] for r in results[n]]) for n in names]
     print(f"{'Scorer() init':<34}{head}\n{'':<34}" + "".join(f"{v:12.2f}" for v in init)
           + (f"  {init[1] / init[0]:6.2f}x" if len(names) == 2 and init[0] else ""))

@@ -61,6 +61,7 @@ def test_mel_backend_log_mel_of_real_speech_equals_librosas():
 
 def test_mel_backend_does_not_import_librosa():
     code = ("import sys, numpy as np; from lipspace.audio.features import MelBackend; "
-            "MelBackend().compute(np.zeros(16000, np.float32)); print('librosa' in sys.modules, 'numba' in sys.modules)")
+            "MelBackend().compute(np.zeros(16000, np.float32)); "
+            "print('librosa' in sys.modules, 'numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]

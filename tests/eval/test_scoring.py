@@ -4,7 +4,6 @@ batched / threaded / cached paths give the values of the one-call metric functio
 import math
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 from lipspace.data.schema import MP_BLENDSHAPE_NAMES

@@ -232,7 +232,8 @@ class Scorer:
         from lipspace.errors import LipspaceError
         from lipspace.eval.lse import lse_official, official_setup
 
-        kw = dict(syncnet_weights=self.s.syncnet_weights, s3fd_weights=self.s.s3fd_weights, download=self.s.download)
+        kw = {"syncnet_weights": self.s.syncnet_weights, "s3fd_weights": self.s.s3fd_weights,
+              "download": self.s.download}
         try:
             if self._official_unavailable is None:
                 _, _, not_ready = official_setup(**kw)
