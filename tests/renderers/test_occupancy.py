@@ -31,6 +31,18 @@ def test_grid_keeps_a_known_sphere_and_empties_the_rest():
     assert not grid.occupied(torch.tensor([[3.0, 0, 0]])).any()  # outside the box
 
 
+def test_a_spatially_uniform_density_below_the_threshold_keeps_every_cell():
+    """Early in training a field's density can be the same everywhere and below the threshold; the grid must not
+    empty itself then (it did: no sample was evaluated again and training stopped with a no-grad loss)."""
+    for level in (0.02, 0.0):
+        grid = OccupancyGrid(center=[0, 0, 0], half_size=1.0, resolution=16, threshold=0.05)
+        grid.update(lambda pts: torch.full_like(pts[:, 0], level), generator=torch.Generator().manual_seed(0))
+        assert grid.occupied_fraction == 1.0, level
+    grid = OccupancyGrid(center=[0, 0, 0], half_size=1.0, resolution=16, threshold=0.05)
+    grid.update(sphere_density, generator=torch.Generator().manual_seed(0))  # structure: empty space is culled
+    assert grid.occupied_fraction < 0.5
+
+
 def test_grid_follows_a_moving_density():
     grid = OccupancyGrid(center=[0, 0, 0], half_size=1.0, resolution=16, explore_fraction=0.5, decay=0.5)
     g = torch.Generator().manual_seed(0)

@@ -6,8 +6,8 @@ jittered point per selected cell, for each of the few conditions given (a condit
 the condition, e.g. an open mouth; the maximum over them is kept); a cell's value becomes max(decay * value,
 density). The first update evaluates every cell; later ones every currently occupied cell plus a random
 ``explore_fraction`` of all cells, so that occupied space is always re-measured and empty space is re-checked.
-Cells not evaluated keep their value (they are never decayed unseen). The bitfield is value > min(threshold,
-mean value), dilated by one cell (max-pool 3^3), so a surface crossing a cell corner is not lost. Before the
+Cells not evaluated keep their value (they are never decayed unseen). The bitfield is value >= min(threshold,
+mean value) (a spatially uniform density keeps every cell), dilated by one cell (max-pool 3^3), so a surface crossing a cell corner is not lost. Before the
 first update every cell counts as occupied.
 """
 
@@ -77,7 +77,10 @@ class OccupancyGrid(nn.Module):
         flat[cells] = torch.maximum(old * self.decay, sigma.float())
         self.n_updates += 1
         thr = min(self.threshold, float(flat[torch.isfinite(flat)].mean()))
-        occ = (self.values > thr).float()
+        # >=, not >: a field whose density is still the same everywhere (below the threshold, e.g. early in training
+        # or after a uniform drop) has every cell AT the mean; '>' emptied the whole grid, no sample was evaluated
+        # again and training stopped ("element 0 of tensors does not require grad": adnerf on the obama clip)
+        occ = (self.values >= thr).float()
         if self.dilate:
             occ = F.max_pool3d(occ[None, None], 3, stride=1, padding=1)[0, 0]
         self.mask.copy_(occ > 0)
