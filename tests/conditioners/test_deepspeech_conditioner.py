@@ -78,3 +78,22 @@ def test_width_mismatch_fails_at_start_up(tiny_dataset, tmp_path):
                          "conditioner=deepspeech", "conditioner.inputs.audio=29"], out)
     with pytest.raises(LipspaceError, match="expects audio features of width 29, but backend 'mel' gives 80"):
         train(cfg, out)
+
+
+def test_prepare_standardises_audio_with_training_frames_only():
+    """Raw log-mel sits around -4; unstandardised, it killed a tri-plane field's density within 16 steps (obama)."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    audio = rng.normal(-4.0, 2.0, (30, 8, 16, 80)).astype(np.float32)
+    audio[20:] += 100.0  # held-out frames: must not enter the statistics
+    c = DeepSpeechConditioner(inputs={"audio": 80}, audio={"backend": "mel", "window": 16, "context": 8})
+    before = c({"audio": torch.from_numpy(audio[:4])})
+    c.prepare(SimpleNamespace(tracks={"audio": audio}), np.arange(20))
+    flat = audio[:20].reshape(-1, 80)
+    assert np.allclose(c.a_mean.numpy(), flat.mean(0), atol=1e-4)
+    assert np.allclose(c.a_std.numpy(), flat.std(0, ddof=1), rtol=1e-3)
+    after = c({"audio": torch.from_numpy(audio[:4])})
+    assert not torch.allclose(before, after)
+    state = c.state_dict()
+    assert {"a_mean", "a_std"} <= set(state)  # checkpoints carry the statistics for driving by new audio
