@@ -33,3 +33,16 @@ def test_envelope_frames():
     audio[6400:7040] = 0.5  # frame 10 only
     env = audio_envelope(audio, 25)
     assert env.argmax() == 10 and env[9] < env[10] and env[11] < env[10]
+
+
+def test_sequences_shorter_than_the_lag_range_are_handled():
+    """A 12-frame sequence (the may clip's held-out tail) with lags of up to 0.5 s = 12 frames: lags longer than the
+    sequence are skipped (they used to slice with wrapped negative ends and raise an IndexError)."""
+    import numpy as np
+
+    from lipspace.prep.avsync import estimate_av_offset
+
+    rng = np.random.default_rng(0)
+    for n in (3, 8, 12, 13):
+        res = estimate_av_offset(rng.uniform(0, 1, n), rng.normal(0, 0.1, n * 640).astype(np.float32))
+        assert set(res) == {"offset_s", "correlation", "zero_lag"}

@@ -34,6 +34,8 @@ def estimate_av_offset(lip_opening: np.ndarray, audio: np.ndarray, valid: np.nda
     max_lag = int(round(max_shift_s * fps))
     best, corrs = (0, -np.inf), {}
     for lag in range(-max_lag, max_lag + 1):
+        if abs(lag) >= len(env):  # a lag longer than the sequence leaves nothing to correlate (and its negative
+            continue              # slice ends would wrap around)
         # audio late by `lag` frames: lip at t goes with audio at t + lag
         a = env[max(lag, 0): len(env) + min(lag, 0)]
         v = lip[max(-lag, 0): len(lip) + min(-lag, 0)]
