@@ -215,3 +215,14 @@ def test_regressor_beats_the_mean_on_the_held_out_tail_of_a_real_clip(name):
     lo, hi = expr[split.train][:, dims].min(0).values, expr[split.train][:, dims].max(0).values
     outside = ((pred[:, dims] < lo - 0.05) | (pred[:, dims] > hi + 0.05)).float().mean()
     assert outside < 0.01, float(outside)
+
+
+def test_a_clip_too_short_to_hold_frames_out_is_fitted_and_says_it_is_unchecked(tmp_path, caplog):
+    """clip_seconds=0.4 (10 frames) in a clip-length sweep: the run goes on, the report says it is not checked."""
+    expr, audio = _learnable(n=10)
+    c = _audio_conditioner()
+    with caplog.at_level("WARNING"):
+        c.prepare(_Clip(tmp_path, expr, audio), np.arange(10))
+    assert not c.prepare_info["check"]["learned"] and "NOT checked" in c.prepare_info["check"]["on"]
+    assert "NOT checked" in caplog.text
+    assert c.predict_expr(torch.from_numpy(audio)).shape == (10, 53)

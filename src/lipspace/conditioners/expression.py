@@ -18,6 +18,7 @@ from lipspace.errors import LipspaceError
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the regressor's training changes what a cached file holds
+MIN_FIT_FRAMES = 8  # fewer training frames than this + the held-out block: fitted on all, not checked
 TRAIN_DEFAULTS = {"var_kept": 0.95, "epochs": 200, "patience": 15, "lr": 1e-3, "weight_decay": 1e-3, "batch": 128,
                   "val_fraction": 0.1}
 
@@ -187,7 +188,11 @@ class ExpressionConditioner(Conditioner):
                      _summary(self.prepare_info))
             return
         n_held = max(int(round(len(idx) * s["val_fraction"])), 4)
-        fit, val, check = idx[:-n_held], idx[-n_held:-n_held // 2], idx[-(n_held // 2):]
+        checkable = len(idx) - n_held >= MIN_FIT_FRAMES
+        if checkable:
+            fit, val, check = idx[:-n_held], idx[-n_held:-n_held // 2], idx[-(n_held // 2):]
+        else:  # a clip too short to hold frames out (clip-length studies go down to fractions of a second)
+            fit = val = check = idx
         if pools:  # pooled frames join the fit set; validation stays on this clip's own block
             offset = len(audio)
             audio = np.concatenate([audio, *(p[0] for p in pools)])
@@ -206,9 +211,17 @@ class ExpressionConditioner(Conditioner):
             dims = self.audio_expr.dims
             self.resid_std.zero_()
             self.resid_std[dims] = resid[dims]
-        metrics["check"] = learned_check("expression: audio -> expression regressor", metrics["check_mse"],
-                                         metrics["check_mse_mean_predictor"], "the training-mean expression",
-                                         f"{len(check)} held-out check frames (the last of the training frames)")
+        if checkable:
+            metrics["check"] = learned_check("expression: audio -> expression regressor", metrics["check_mse"],
+                                             metrics["check_mse_mean_predictor"], "the training-mean expression",
+                                             f"{len(check)} held-out check frames (the last of the training frames)")
+        else:
+            why = (f"only {len(idx)} training frames: too few to hold any out (>= {MIN_FIT_FRAMES + 4} needed), "
+                   f"fitted on all of them and NOT checked")
+            log.warning("expression: audio -> expression regressor %s", why)
+            metrics["check"] = {"value": metrics["check_mse"], "trivial": metrics["check_mse_mean_predictor"],
+                                "ratio": float("nan"), "learned": False, "on": why,
+                                "trivial_predictor": "the training-mean expression"}
         metrics["pools"] = [p[2] for p in pools]
         self.prepared.fill_(True)
         self.prepare_info = {**metrics, "cached": False, "path": str(path)}
