@@ -125,7 +125,6 @@ def test_seen_by_reads_the_recorded_frame_ranges(tmp_path):
     assert record.seen_by(prov, tmp_path / "dub_de.wav", 0.0, 50) is False
     assert record.seen_by({"train_clips": [f"{root}@0.2"]}, wav, 60.0, 10) is True  # CLI checkpoints: whole clips
     assert record.seen_by({"weights": "something"}, wav, 0.0, 10) is None
-    assert auto.seen_by is record.seen_by  # lipspace.eval.lse still imports it from lipspace.av.auto
 
 
 def test_record_is_checked(tmp_path):

@@ -306,13 +306,3 @@ def ensure_expert(sources: list[Source], heldout: Source | None, settings: AutoS
             "learned": learned, "verdict": line, "chance": metrics.get("chance"),
             "heldout_status": metrics.get("heldout_status"), "stage_seconds": metrics.get("stage_seconds"),
             "train_frames": [s.as_dict() for s in sources]}
-
-
-def __getattr__(name: str):
-    """``seen_by`` moved to ``lipspace.av.record``; still importable from here for callers not yet updated
-    (``lipspace.eval.lse``)."""
-    if name == "seen_by":
-        from lipspace.av.record import seen_by
-
-        return seen_by
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
