@@ -52,10 +52,7 @@ one of 2 shared CPU cores, up to 195 s when the machine is heavily loaded):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,11 +67,11 @@ from lipspace.conditioners.audio_net import AudioNet
 from lipspace.conditioners.base import Conditioner
 from lipspace.conditioners.gpvae import PoseBlinkGPVAE, fit_gpvae
 from lipspace.conditioners.landmark_ae import LandmarkAE, normalise_landmarks, single_thread, train_landmark_ae
-from lipspace.conditioners.stage import learned_check
+from lipspace.conditioners.stage import learned_check, load_stage, save_stage, stage_key
 from lipspace.errors import LipspaceError
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 5  # bump when training code changes what a cached file would hold
+CACHE_VERSION = 6  # bump when training code changes what a cached file would hold
 PREPARED = ("ae", "audio_enc", "blink_to_eye", "gpvae", "y_mean", "y_std", "a_mean", "a_std", "mouth_mean",
             "mouth_shrink", "prepared")
 
@@ -293,13 +290,8 @@ class LipBlinkConditioner(Conditioner):
 
     # ---- stage-wise training ----
     def _cache_key(self, clip, idx: np.ndarray, pools: list[np.ndarray]) -> str:
-        h = hashlib.sha256(json.dumps(self.settings, sort_keys=True, default=str).encode())
-        h.update(np.ascontiguousarray(idx, np.int64).tobytes())
-        for name in ("lmk68", "blink", "pose", "audio"):
-            h.update(np.ascontiguousarray(clip.tracks[name][idx]).tobytes())
-        for p in pools:
-            h.update(np.ascontiguousarray(p).tobytes())
-        return h.hexdigest()[:16]
+        return stage_key(self.settings, np.asarray(idx, np.int64),
+                         *(clip.tracks[name][idx] for name in ("lmk68", "blink", "pose", "audio")), *pools)
 
     def _prepared_state(self) -> dict:
         return {k: v for k, v in self.state_dict().items() if k.split(".")[0] in PREPARED}
@@ -316,7 +308,7 @@ class LipBlinkConditioner(Conditioner):
         pools = [_load_pool(p) for p in self.pools]
         key = self._cache_key(clip, idx, pools)
         path = Path(clip.root) / "features" / f"lipblink-{key}.pt"
-        if self.cache and path.is_file() and self._load_cache(path):
+        if self.cache and self._load_cache(path):
             return
         lmk = clip.tracks["lmk68"].astype(np.float32)
         audio = torch.as_tensor(clip.tracks["audio"], dtype=torch.float32)
@@ -331,24 +323,16 @@ class LipBlinkConditioner(Conditioner):
         self._freeze()
         self.prepare_info = {**metrics, "cached": False, "path": str(path)}
         if self.cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: parallel jobs share the cache
-            torch.save({"state": self._prepared_state(), "metrics": metrics}, tmp)
-            tmp.replace(path)
+            save_stage(path, self._prepared_state(), metrics)
         log.info("lipblink prepared: %s", metrics)
 
     def _load_cache(self, path: Path) -> bool:
-        """Load a cached preparation; False (retrain, overwrite) when it is unreadable or of other shapes."""
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            mine = self._prepared_state()
-            if set(saved["state"]) != set(mine) or any(v.shape != mine[k].shape for k, v in saved["state"].items()):
-                raise ValueError("other parameter names or shapes")
-        except Exception as e:  # a damaged or foreign file is a cache miss, never a silent partial load
-            log.warning("%s: not a usable lipblink cache (%s); retraining", path, " ".join(str(e).split())[:120])
+        """Load a cached preparation; False (retrain, overwrite) when it is absent, unreadable or of other shapes."""
+        saved = load_stage(path, self._prepared_state())
+        if saved is None:
             return False
-        self.load_state_dict(saved["state"], strict=False)  # strict=False: the projection is not cached
-        self.prepare_info = {**saved["metrics"], "cached": True, "path": str(path)}
+        self.load_state_dict(saved[0], strict=False)  # strict=False: the projection is not cached
+        self.prepare_info = {**saved[1], "cached": True, "path": str(path)}
         self._freeze()
         return True
 
