@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipspace-installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install demo test test-slow test-all bench bench-prep bench-scoring bench-renderer bench-hashgrid bench-triplane study-spaces study-clip-length notebooks clean
+.PHONY: help install demo demo-lipnerf test test-slow test-all bench bench-prep bench-scoring bench-renderer bench-hashgrid bench-triplane study-spaces study-clip-length notebooks clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
@@ -25,8 +25,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)  ## create .venv and install lipspace with pinned dependencies
 
-demo: $(STAMP)  ## synthesize a talking head, train LipNeRF (expression + MLP NeRF), evaluate, render; prints results
+demo: $(STAMP)  ## synthesize a talking head, train the four conditioning spaces (tri-plane), compare them: table, chart, video
 	$(VENV)/bin/lipspace-demo $(ARGS)
+
+demo-lipnerf: $(STAMP)  ## the single-space walkthrough: LipNeRF (expression + MLP NeRF), oracle and audio drivers
+	$(VENV)/bin/lipspace-demo --walkthrough $(ARGS)
 
 test: $(STAMP)  ## run the fast test suite (not slow)
 	$(PY) -m pytest -m "not slow" -q $(ARGS)

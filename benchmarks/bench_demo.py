@@ -17,12 +17,12 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from lipspace.tasks.demo import run_demo
+    from lipspace.tasks.demo import run_compare
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["LIPSPACE_DATA"] = os.path.join(tmp, "data")  # no cached dataset: measure synthesis too
         t = time.perf_counter()
-        res = run_demo(args.overrides, output_dir=os.path.join(tmp, "demo"))
+        res = run_compare(args.overrides, output_dir=os.path.join(tmp, "demo"))
         wall = time.perf_counter() - t
     print("\n== demo wall time ==")
     print(f"threads={torch.get_num_threads()} cpus={os.cpu_count()}")

@@ -1,4 +1,7 @@
-"""`lipspace-demo [overrides...]`: the main job on the embedded synthetic talking head (see lipspace.tasks.demo)."""
+"""`lipspace-demo [--walkthrough] [overrides...]`: the main job on the embedded synthetic talking head.
+
+Without flags: the four conditioning spaces trained and compared (lipspace.tasks.demo.run_compare; overrides apply
+to all four). ``--walkthrough``: LipNeRF alone on the MLP renderer (lipspace.tasks.demo.run_walkthrough)."""
 
 from __future__ import annotations
 
@@ -9,9 +12,13 @@ from lipspace.cli._common import friendly
 
 @friendly
 def main() -> None:
-    from lipspace.tasks.demo import run_demo
+    from lipspace.tasks.demo import run_compare, run_walkthrough
 
-    run_demo(sys.argv[1:])
+    args = sys.argv[1:]
+    if "--walkthrough" in args:
+        run_walkthrough([a for a in args if a != "--walkthrough"])
+    else:
+        run_compare(args)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,23 @@ def write_video(frames: np.ndarray, out_path, fps: int = 25, audio_path=None, au
     return out
 
 
+def read_video(path) -> np.ndarray:
+    """Decode a video's frames as uint8 [T,H,W,3] RGB (the inverse of ``write_video``, up to H.264 loss)."""
+    path = Path(path)
+    probe = subprocess.run([ffmpeg_exe(), "-i", str(path)], capture_output=True, text=True).stderr
+    import re
+
+    size = re.search(r"Video: .*?, (\d{2,5})x(\d{2,5})", probe)
+    if not path.is_file() or size is None:
+        raise LipspaceError(f"{path}: not a readable video ({'missing' if not path.is_file() else 'no video stream'}).")
+    w, h = int(size.group(1)), int(size.group(2))
+    proc = subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24",
+                           "-"], capture_output=True)
+    if proc.returncode != 0:
+        raise LipspaceError(f"{path}: ffmpeg failed to decode it: {proc.stderr.decode(errors='replace')[-300:]}")
+    return np.frombuffer(proc.stdout, np.uint8).reshape(-1, h, w, 3)
+
+
 def write_strip(gt: list[np.ndarray], pred: list[np.ndarray], out_path) -> Path:
     """PNG with ground truth (top row) over render (bottom row) for a few frames, uint8 RGB inputs."""
     import cv2

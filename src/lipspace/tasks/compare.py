@@ -1,0 +1,150 @@
+"""The main demo: the four conditioning spaces compared on the embedded synthetic talking head.
+
+One preset per space (lipnerf: expression, adnerf: deepspeech-style audio, dfanerf: lip/blink, synctalk: blendshapes
++ audio-visual encoder), all on the tri-plane renderer at one equal budget; each is evaluated on the held-out
+utterances driven by its audio alone (exact ground truth: the generator rendered them) and on one synthetic dub (a
+voice the model never heard, lip-sync columns only). Prints one row per space, writes a bar chart and one mp4 with
+the ground truth and the four spaces side by side. A second run reuses every finished run and evaluation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lipspace.errors import LipspaceError
+
+SPACES = {"expression": "lipnerf", "deepspeech": "adnerf", "lipblink": "dfanerf", "blendshape_av": "synctalk"}
+STEPS = 800  # the equal training budget (tri-plane, budget=tiny); see README "What the demo does" for its timing
+COMMON = ["renderer=triplane", "budget=tiny", f"trainer.max_steps={STEPS}", "study=demo",
+          "trainer.enable_progress_bar=false", "evaluation.max_tail_frames=0", "evaluation.oracle=false",
+          "evaluation.videos=true", "evaluation.dub_seconds=4.0"]
+# the comparison's columns: {results column: printed header}; held-out = audio-driven held-out utterances
+COLUMNS = {"psnr": "PSNR", "mouth_psnr": "mouth PSNR", "lmd": "LMD", "lip_open_corr": "lip-open r",
+           "lse_c_local": "LSE-C loc", "lse_c_local_dub": "LSE-C loc (dub)", "lse_c": "LSE-C",
+           "lip_audio_corr_dub": "lip-audio r (dub)", "train_s": "train s"}
+
+
+class Progress:
+    """Numbered stage lines with their wall times: ``with progress("train lipnerf"): ...``."""
+
+    def __init__(self, n: int):
+        self.n, self.i, self.times = n, 0, {}
+
+    def __call__(self, name: str):
+        self.i += 1
+        return _Stage(self, name)
+
+
+class _Stage:
+    def __init__(self, progress: Progress, name: str):
+        self.p, self.name = progress, name
+
+    def __enter__(self):
+        print(f"[{self.p.i}/{self.p.n}] {self.name} ...", flush=True)
+        self.t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        dt = time.perf_counter() - self.t
+        self.p.times[self.name] = dt
+        if exc[0] is None:
+            print(f"[{self.p.i}/{self.p.n}] {self.name}: done in {dt:.1f} s", flush=True)
+
+
+def run_key(overrides: list[str]) -> str:
+    """Folder suffix for a run with extra overrides (none: no suffix), so changed settings never resume a run made
+    with others."""
+    return "" if not overrides else "-" + hashlib.sha1("\n".join(overrides).encode()).hexdigest()[:8]
+
+
+def _finished(run: Path, overrides: list[str]) -> dict | None:
+    """The run's demo record when it holds a finished training and evaluation made with ``overrides``."""
+    rec = run / "demo.json"
+    if not rec.is_file() or not (run / "eval" / "results.csv").is_file():
+        return None
+    info = json.loads(rec.read_text())
+    return info if info.get("overrides") == overrides and "eval_wall_s" in info else None
+
+
+def train_and_evaluate(space: str, overrides: list[str], run: Path, progress: Progress) -> tuple[pd.DataFrame, dict]:
+    """Train (resuming an interrupted run) and evaluate one preset, or reuse a finished one."""
+    from lipspace.config import choices_from_overrides, compose_train
+    from lipspace.tasks.study import evaluate_run
+    from lipspace.tasks.train import train
+
+    preset = f"{SPACES[space]} ({space})"
+    done = _finished(run, overrides)
+    if done is not None:
+        progress.i += 2
+        print(f"[{progress.i}/{progress.n}] {preset}: reusing the finished run {run}", flush=True)
+        return pd.read_csv(run / "eval" / "results.csv"), done
+    cfg = compose_train(overrides, run)
+    with progress(f"train {preset}, {cfg.trainer.max_steps} steps") as st:
+        train(cfg, run, choices_from_overrides(overrides))
+    info = {"overrides": overrides, "train_wall_s": progress.times[st.name]}
+    with progress(f"evaluate {preset}") as st:
+        df = evaluate_run(run, cfg.evaluation)
+    info["eval_wall_s"] = progress.times[st.name]
+    (run / "demo.json").write_text(json.dumps(info, indent=2))
+    return df, info
+
+
+def summarise(space: str, preset: str, df: pd.DataFrame, info: dict) -> dict:
+    """One comparison row: held-out utterances driven by audio (mean over utterances) + the dub's sync columns."""
+    held = df[df["eval_set"].astype(str).str.startswith("heldout/")]
+    dub = df[df["eval_set"].astype(str).str.startswith("dub/")]
+    row = {"space": space, "preset": preset, "train_s": info.get("train_wall_s", np.nan)}
+    for col in ("psnr", "mouth_psnr", "lmd", "lip_open_corr", "lse_c_local", "lse_d_local", "lse_c", "lse_d",
+                "baseline_mean_frame_psnr", "baseline_mean_frame_mouth_psnr", "n_frames"):
+        vals = pd.to_numeric(held[col], errors="coerce") if col in held else pd.Series(dtype=float)
+        row[col] = float(vals.sum() if col == "n_frames" else vals.mean()) if len(vals) else np.nan
+    for col in ("lse_c_local", "lse_d_local", "lse_c", "lip_audio_corr"):
+        vals = pd.to_numeric(dub[col], errors="coerce") if col in dub else pd.Series(dtype=float)
+        row[f"{col}_dub"] = float(vals.mean()) if len(vals) else np.nan
+    for col in ("lse_status", "lse_local_status"):
+        row[col] = str(df[col].dropna().iloc[0]) if col in df and df[col].notna().any() else ""
+    return row
+
+
+def still_row(rows: list[dict]) -> dict:
+    """The still mean-training-frame baseline on the same held-out frames (every run scored it alike)."""
+    return {"space": "still frame", "preset": "-", "psnr": rows[0]["baseline_mean_frame_psnr"],
+            "mouth_psnr": rows[0]["baseline_mean_frame_mouth_psnr"]}
+
+
+def side_by_side(runs: dict[str, Path], out: Path, utterance: str, audio: Path) -> Path:
+    """One mp4: ground truth and every space's audio-driven render of ``utterance`` (from each run's eval video,
+    whose left half is the ground truth), with the utterance's audio."""
+    from lipspace.eval.montage import grid
+    from lipspace.eval.video import read_video, write_video
+
+    panels, labels = [], []
+    for space, run in runs.items():
+        video = read_video(run / "eval" / f"heldout_{utterance}_audio.mp4")
+        w = video.shape[2] // 2
+        if not panels:
+            panels.append(video[:, :, :w])
+            labels.append("ground truth")
+        panels.append(video[:, :, w:])
+        labels.append(space)
+    return write_video(grid(panels, labels), out, audio_path=audio)
+
+
+def print_table(table: pd.DataFrame) -> str:
+    cols = ["space", "preset"] + [c for c in COLUMNS if c in table.columns]
+    shown = table[cols].rename(columns=COLUMNS)
+    text = shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3f}")
+    print(text)
+    return text
+
+
+def check_spaces(spaces) -> list[str]:
+    unknown = [s for s in spaces if s not in SPACES]
+    if unknown:
+        raise LipspaceError(f"demo: unknown conditioning space(s) {unknown}; choose from {list(SPACES)}.")
+    return list(spaces)

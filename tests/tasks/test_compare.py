@@ -1,0 +1,55 @@
+"""The four-space comparison demo (lipspace.tasks.compare / tasks.demo.run_compare)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lipspace.errors import LipspaceError
+from lipspace.tasks.compare import (SPACES, Progress, _finished, check_spaces, run_key, still_row, summarise,
+                                    train_and_evaluate)
+
+
+def _results():
+    return pd.DataFrame([
+        {"eval_set": "heldout/utt_00", "driver": "audio", "psnr": 30.0, "mouth_psnr": 25.0, "lmd": 1.0,
+         "lip_open_corr": 0.5, "n_frames": 100, "baseline_mean_frame_psnr": 27.0,
+         "baseline_mean_frame_mouth_psnr": 22.0, "lse_c_local": 3.0, "lse_status": "not computed: offline"},
+        {"eval_set": "heldout/utt_01", "driver": "audio", "psnr": 32.0, "mouth_psnr": 27.0, "lmd": 2.0,
+         "lip_open_corr": 0.7, "n_frames": 100, "baseline_mean_frame_psnr": 27.0,
+         "baseline_mean_frame_mouth_psnr": 22.0, "lse_c_local": 5.0},
+        {"eval_set": "dub/dub_x", "driver": "audio", "n_frames": 100, "lse_c_local": 1.5, "lip_audio_corr": 0.2,
+         "psnr": np.nan},
+    ])
+
+
+def test_summarise_averages_heldout_utterances_and_keeps_the_dub_apart():
+    row = summarise("expression", "lipnerf", _results(), {"train_wall_s": 12.5})
+    assert row["psnr"] == 31.0 and row["mouth_psnr"] == 26.0 and row["lmd"] == 1.5 and row["n_frames"] == 200
+    assert row["lse_c_local"] == 4.0 and row["lse_c_local_dub"] == 1.5 and row["lip_audio_corr_dub"] == 0.2
+    assert np.isnan(row["lse_c"]) and row["train_s"] == 12.5 and row["lse_status"] == "not computed: offline"
+    still = still_row([row])
+    assert still["psnr"] == 27.0 and still["mouth_psnr"] == 22.0
+
+
+def test_run_key_and_reuse_need_the_same_overrides(tmp_path):
+    assert run_key([]) == "" and run_key(["seed=1"]) != run_key(["seed=2"])
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    assert _finished(run, ["a"]) is None  # no record
+    (run / "demo.json").write_text(json.dumps({"overrides": ["a"], "train_wall_s": 1.0, "eval_wall_s": 2.0}))
+    assert _finished(run, ["a"]) is None  # no results
+    _results().to_csv(run / "eval" / "results.csv", index=False)
+    assert _finished(run, ["a"])["train_wall_s"] == 1.0
+    assert _finished(run, ["b"]) is None
+    progress = Progress(4)
+    df, info = train_and_evaluate("expression", ["a"], run, progress)
+    assert progress.i == 2 and len(df) == 3 and info["eval_wall_s"] == 2.0
+
+
+def test_unknown_space_is_a_clear_error():
+    assert check_spaces(["lipblink"]) == ["lipblink"]
+    with pytest.raises(LipspaceError, match="unknown conditioning space"):
+        check_spaces(["expression", "phonemes"])
+    assert set(SPACES) == {"expression", "deepspeech", "lipblink", "blendshape_av"}
