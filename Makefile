@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipspace-installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install demo demo-lipnerf test test-slow test-all bench bench-prep bench-scoring bench-renderer bench-hashgrid bench-triplane study-spaces study-clip-length notebooks clean
+.PHONY: help install demo demo-lipnerf test test-slow test-all bench bench-prep bench-scoring bench-renderer bench-hashgrid bench-triplane bench-peers study-spaces study-clip-length notebooks clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ bench: $(STAMP)  ## print training throughput, preprocessing frames/s per stage 
 
 bench-hashgrid: $(STAMP)  ## hash-encoding points/s fwd+bwd (2^18 points, L=16, F=2, T=2^19) vs a nerfstudio-style torch baseline
 	$(PY) benchmarks/bench_hashgrid.py $(ARGS)
+
+bench-peers: $(STAMP)  ## lipspace vs AD-NeRF's and nerfstudio's own code, one run (ARGS="--adnerf DIR --nerfstudio DIR [--quick]")
+	$(PY) benchmarks/bench_peers.py $(ARGS)
 
 bench-triplane: $(STAMP)  ## MLP vs tri-plane renderer: time to quality, training rays/s, render fps (synthetic clip)
 	$(PY) benchmarks/bench_triplane.py $(ARGS)
