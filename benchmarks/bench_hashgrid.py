@@ -3,6 +3,8 @@ machine's CPU threads (or a GPU with --device cuda). Compares, in one run, lipsp
 re-implementation of nerfstudio's ``HashEncoding(implementation="torch")`` forward (nerfstudio is not installed
 here; its code: per-corner hash of ceil/floor coordinates with int64 primes, 8 gathers, 7 lerps), and the
 tri-plane (three 2-D grids, SyncTalk sizes L=14, F=1, T=2^16) for reference. Prints points/s; asserts nothing.
+The re-implementation is for quick checks without a checkout; ratios against nerfstudio's own HashEncoding come from
+benchmarks/bench_peers.py (`make bench-peers`), which imports their encodings.py and times it in the same run.
 """
 
 from __future__ import annotations
