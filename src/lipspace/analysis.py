@@ -35,7 +35,8 @@ METRIC_LABELS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "
                  "lip_audio_corr_peak_gt": "lip–audio corr., best lag, of the ground truth",
                  "lip_audio_lag_s": "lip–audio lag (s, + = audio late)",
                  "lip_audio_lag_s_gt": "lip–audio lag of the ground truth (s, the clip's A/V offset)",
-                 "lse_local_seen": "scored sequence among the local sync expert's training data (LSE optimistic)"}
+                 "lse_local_seen": "scored sequence among the local sync expert's training data (LSE optimistic)",
+                 "lse_local_is_encoder": "the local sync expert is also the run's audio encoder (LSE optimistic)"}
 
 
 def _producer(p: Path) -> str:

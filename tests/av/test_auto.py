@@ -143,6 +143,18 @@ def test_record_is_checked(tmp_path):
         record.checked(rec, "run")
 
 
+def test_scorer_is_encoder_only_when_the_metric_expert_drives_the_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("LIPSPACE_AVE_WEIGHTS", raising=False)
+    monkeypatch.setenv("LIPSPACE_CACHE", str(tmp_path / "cache"))  # no default checkpoint
+    enc, other = tmp_path / "enc.pt", tmp_path / "other.pt"
+    run = tmp_path / "run"
+    record.write_record(run, "lse_local", {"path": str(other), "sha256": "x", "source": "auto"})
+    assert not record.scorer_is_encoder(run, other)  # scored by an expert that does not drive the run
+    record.write_record(run, "audio", {"path": str(enc), "sha256": "y", "source": "auto"})
+    assert record.scorer_is_encoder(run, enc) and not record.scorer_is_encoder(run, other)
+    assert not record.scorer_is_encoder(run, None)  # nothing given: no expert named
+
+
 def test_expert_beats_chance_on_the_heldout_tail_of_a_real_clip(caplog):
     """Real clip (the anchor's first 20 s, 128²): trained on its first 15 s only (120 steps, ~16 CPU s), the expert
     separates aligned from shifted audio on the last 5 s above chance (the binomial check of the stage) and says so

@@ -32,9 +32,10 @@ def test_video_round_trip(tmp_path):
 
 
 def test_bar_chart_writes_a_png_with_nan_bars(tmp_path):
-    table = pd.DataFrame({"space": ["a", "b", "still"], "psnr": [30.0, 31.0, 25.0], "lmd": [1.0, np.nan, np.nan]})
-    out = bar_chart(table, tmp_path / "c.png", {"psnr": "PSNR", "lmd": "LMD", "absent": "x"},
-                    baselines={"psnr": 25.0})
+    table = pd.DataFrame({"space": ["a", "b", "still"], "psnr": [30.0, 31.0, 25.0], "lmd": [1.0, np.nan, np.nan],
+                          "empty": [np.nan] * 3})
+    out = bar_chart(table, tmp_path / "c.png", {"psnr": "PSNR", "lmd": "LMD", "absent": "x", "empty": "y"},
+                    baselines={"psnr": (25.0, "still frame")})
     assert out.is_file() and out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(LipspaceError, match="none of"):
-        bar_chart(table, tmp_path / "d.png", {"absent": "x"})
+        bar_chart(table, tmp_path / "d.png", {"absent": "x", "empty": "y"})

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lipspace.errors import LipspaceError
-from lipspace.tasks.compare import (SPACES, Progress, _finished, check_spaces, run_key, still_row, summarise,
+from lipspace.tasks.compare import (SPACES, Progress, _finished, check_spaces, reference_rows, run_key, summarise,
                                     train_and_evaluate)
 
 
@@ -15,10 +15,11 @@ def _results():
     return pd.DataFrame([
         {"eval_set": "heldout/utt_00", "driver": "audio", "psnr": 30.0, "mouth_psnr": 25.0, "lmd": 1.0,
          "lip_open_corr": 0.5, "n_frames": 100, "baseline_mean_frame_psnr": 27.0,
-         "baseline_mean_frame_mouth_psnr": 22.0, "lse_c_local": 3.0, "lse_status": "not computed: offline"},
+         "baseline_mean_frame_mouth_psnr": 22.0, "lse_c_local": 3.0, "lse_c_local_gt": 6.0, "lse_status": "not computed: offline"},
         {"eval_set": "heldout/utt_01", "driver": "audio", "psnr": 32.0, "mouth_psnr": 27.0, "lmd": 2.0,
          "lip_open_corr": 0.7, "n_frames": 100, "baseline_mean_frame_psnr": 27.0,
-         "baseline_mean_frame_mouth_psnr": 22.0, "lse_c_local": 5.0},
+         "baseline_mean_frame_mouth_psnr": 22.0, "lse_c_local": 5.0, "lse_c_local_gt": 7.0,
+         "lse_local_is_encoder": True},
         {"eval_set": "dub/dub_x", "driver": "audio", "n_frames": 100, "lse_c_local": 1.5, "lip_audio_corr": 0.2,
          "psnr": np.nan},
     ])
@@ -29,8 +30,9 @@ def test_summarise_averages_heldout_utterances_and_keeps_the_dub_apart():
     assert row["psnr"] == 31.0 and row["mouth_psnr"] == 26.0 and row["lmd"] == 1.5 and row["n_frames"] == 200
     assert row["lse_c_local"] == 4.0 and row["lse_c_local_dub"] == 1.5 and row["lip_audio_corr_dub"] == 0.2
     assert np.isnan(row["lse_c"]) and row["train_s"] == 12.5 and row["lse_status"] == "not computed: offline"
-    still = still_row([row])
-    assert still["psnr"] == 27.0 and still["mouth_psnr"] == 22.0
+    still, truth = reference_rows([row])
+    assert still["psnr"] == 27.0 and still["mouth_psnr"] == 22.0 and truth["lse_c_local"] == 6.5
+    assert row["lse_local_is_encoder"] and np.isnan(truth["lse_c"])
 
 
 def test_run_key_and_reuse_need_the_same_overrides(tmp_path):

@@ -166,3 +166,17 @@ def seen_by(provenance: dict, audio_path, offset_s: float, n_frames: int, fps: f
         if same and lo < (stop if stop is not None else hi + 1) and hi > int(r.get("start", 0)):
             return True
     return False
+
+
+def scorer_is_encoder(run_dir, metric_weights) -> bool:
+    """Whether the expert behind the local LSE columns (``metric_weights``; None: the given default) is also this
+    run's audio encoder (a run with ``ave`` features, e.g. experiment=synctalk): its renders are then scored by the
+    network whose embeddings drive them, and the local LSE favours it (read its lse_*_local as optimistic)."""
+    if metric_weights is None:
+        given = given_weights()
+        metric_weights = given[0] if given is not None else None
+    if metric_weights is None:
+        return False
+    target = Path(metric_weights).expanduser().resolve()
+    return any(isinstance(rec, dict) and rec.get("path") and Path(rec["path"]).expanduser().resolve() == target
+               for who, rec in read_record(run_dir).items() if who != "lse_local")

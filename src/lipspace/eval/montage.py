@@ -38,18 +38,19 @@ def grid(panels: list[np.ndarray], labels: list[str]) -> np.ndarray:
 
 
 def bar_chart(table: pd.DataFrame, out_path, metrics: dict[str, str], label: str = "space",
-              baselines: dict[str, float] | None = None, title: str = "") -> Path:
+              baselines: dict[str, tuple[float, str]] | None = None, title: str = "") -> Path:
     """One bar panel per column of ``metrics`` ({column: axis title}) with one bar per row of ``table`` (named by
-    ``label``); ``baselines`` ({column: value}) draws a dashed reference line (e.g. the still frame). NaN bars are
-    left empty and marked 'n/a'."""
+    ``label``); ``baselines`` ({column: (value, name)}) draws a dashed reference line (e.g. the still frame). NaN
+    bars are left empty and marked 'n/a'; a column that is NaN in every row gets no panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = [c for c in metrics if c in table.columns]
+    cols = [c for c in metrics if c in table.columns and pd.to_numeric(table[c], errors="coerce").notna().any()]
     if not cols:
-        raise LipspaceError(f"bar chart: none of {list(metrics)} is a column of the table ({list(table.columns)}).")
+        raise LipspaceError(f"bar chart: none of {list(metrics)} is a column of the table with a value "
+                            f"(columns: {list(table.columns)}).")
     fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 3.4), squeeze=False)
     names = table[label].astype(str).tolist()
     x = np.arange(len(names))
@@ -59,13 +60,15 @@ def bar_chart(table: pd.DataFrame, out_path, metrics: dict[str, str], label: str
         for i, v in enumerate(vals):
             ax.annotate("n/a" if np.isnan(v) else f"{v:.2f}", (i, 0 if np.isnan(v) else v), ha="center",
                         va="bottom", fontsize=7)
-        base = (baselines or {}).get(col)
+        base, name = (baselines or {}).get(col, (None, ""))
         if base is not None and np.isfinite(base):
-            ax.axhline(base, color="k", ls="--", lw=1, label="still frame")
+            ax.axhline(base, color="k", ls="--", lw=1, label=name)
             ax.legend(fontsize=7, loc="lower right")
+        else:
+            base = None
         finite = vals[np.isfinite(vals)]
         if col.endswith("psnr") and finite.size:  # PSNR bars: zoom on the range that differs
-            lo = min(finite.min(), base if base is not None and np.isfinite(base) else finite.min())
+            lo = min(finite.min(), base if base is not None else finite.min())
             ax.set_ylim(lo - 1.0, finite.max() + 0.8)
         ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
         ax.set_title(metrics[col], fontsize=9)

@@ -62,17 +62,21 @@ def run_key(overrides: list[str]) -> str:
     return "" if not overrides else "-" + hashlib.sha1("\n".join(overrides).encode()).hexdigest()[:8]
 
 
+def _record(run: Path, overrides: list[str]) -> dict:
+    """The run's demo record (training / evaluation wall times) when it was made with ``overrides``, else {}."""
+    rec = run / "demo.json"
+    info = json.loads(rec.read_text()) if rec.is_file() else {}
+    return info if info.get("overrides") == overrides else {}
+
+
 def _finished(run: Path, overrides: list[str]) -> dict | None:
     """The run's demo record when it holds a finished training and evaluation made with ``overrides``."""
-    rec = run / "demo.json"
-    if not rec.is_file() or not (run / "eval" / "results.csv").is_file():
-        return None
-    info = json.loads(rec.read_text())
-    return info if info.get("overrides") == overrides and "eval_wall_s" in info else None
+    info = _record(run, overrides)
+    return info if "eval_wall_s" in info and (run / "eval" / "results.csv").is_file() else None
 
 
 def train_and_evaluate(space: str, overrides: list[str], run: Path, progress: Progress) -> tuple[pd.DataFrame, dict]:
-    """Train (resuming an interrupted run) and evaluate one preset, or reuse a finished one."""
+    """Train (resuming an interrupted run) and evaluate one preset, or reuse a finished training / evaluation."""
     from lipspace.config import choices_from_overrides, compose_train
     from lipspace.tasks.study import evaluate_run
     from lipspace.tasks.train import train
@@ -84,9 +88,15 @@ def train_and_evaluate(space: str, overrides: list[str], run: Path, progress: Pr
         print(f"[{progress.i}/{progress.n}] {preset}: reusing the finished run {run}", flush=True)
         return pd.read_csv(run / "eval" / "results.csv"), done
     cfg = compose_train(overrides, run)
-    with progress(f"train {preset}, {cfg.trainer.max_steps} steps") as st:
-        train(cfg, run, choices_from_overrides(overrides))
-    info = {"overrides": overrides, "train_wall_s": progress.times[st.name]}
+    info = _record(run, overrides)
+    if "train_wall_s" in info and (run / "checkpoints" / "last.ckpt").is_file():
+        progress.i += 1
+        print(f"[{progress.i}/{progress.n}] {preset}: reusing the trained checkpoint of {run}", flush=True)
+    else:
+        with progress(f"train {preset}, {cfg.trainer.max_steps} steps") as st:
+            train(cfg, run, choices_from_overrides(overrides))
+        info = {"overrides": overrides, "train_wall_s": progress.times[st.name]}
+        (run / "demo.json").write_text(json.dumps(info, indent=2))
     with progress(f"evaluate {preset}") as st:
         df = evaluate_run(run, cfg.evaluation)
     info["eval_wall_s"] = progress.times[st.name]
@@ -100,7 +110,8 @@ def summarise(space: str, preset: str, df: pd.DataFrame, info: dict) -> dict:
     dub = df[df["eval_set"].astype(str).str.startswith("dub/")]
     row = {"space": space, "preset": preset, "train_s": info.get("train_wall_s", np.nan)}
     for col in ("psnr", "mouth_psnr", "lmd", "lip_open_corr", "lse_c_local", "lse_d_local", "lse_c", "lse_d",
-                "baseline_mean_frame_psnr", "baseline_mean_frame_mouth_psnr", "n_frames"):
+                "baseline_mean_frame_psnr", "baseline_mean_frame_mouth_psnr", "n_frames", "lse_c_local_gt",
+                "lse_d_local_gt", "lse_c_gt", "lse_d_gt"):
         vals = pd.to_numeric(held[col], errors="coerce") if col in held else pd.Series(dtype=float)
         row[col] = float(vals.sum() if col == "n_frames" else vals.mean()) if len(vals) else np.nan
     for col in ("lse_c_local", "lse_d_local", "lse_c", "lip_audio_corr"):
@@ -108,24 +119,39 @@ def summarise(space: str, preset: str, df: pd.DataFrame, info: dict) -> dict:
         row[f"{col}_dub"] = float(vals.mean()) if len(vals) else np.nan
     for col in ("lse_status", "lse_local_status"):
         row[col] = str(df[col].dropna().iloc[0]) if col in df and df[col].notna().any() else ""
+    row["lse_local_is_encoder"] = bool(df["lse_local_is_encoder"].fillna(False).astype(bool).any()) \
+        if "lse_local_is_encoder" in df else False
     return row
 
 
-def still_row(rows: list[dict]) -> dict:
-    """The still mean-training-frame baseline on the same held-out frames (every run scored it alike)."""
-    return {"space": "still frame", "preset": "-", "psnr": rows[0]["baseline_mean_frame_psnr"],
-            "mouth_psnr": rows[0]["baseline_mean_frame_mouth_psnr"]}
+def reference_rows(rows: list[dict]) -> list[dict]:
+    """The still mean-training-frame baseline (PSNR floor) and the ground truth's own lip-sync scores (ceiling) on
+    the same held-out utterances (every run scored both alike)."""
+    first = rows[0]
+    return [{"space": "still frame", "preset": "-", "psnr": first["baseline_mean_frame_psnr"],
+             "mouth_psnr": first["baseline_mean_frame_mouth_psnr"]},
+            {"space": "ground truth", "preset": "-", **{k: first.get(f"{k}_gt", np.nan)
+                                                        for k in ("lse_c_local", "lse_d_local", "lse_c", "lse_d")}}]
 
 
-def side_by_side(runs: dict[str, Path], out: Path, utterance: str, audio: Path) -> Path:
+def audio_video(df: pd.DataFrame, utterance: str) -> Path:
+    """The eval video (ground truth | render) of ``utterance`` driven by audio, from a run's results rows."""
+    rows = df[(df["eval_set"] == f"heldout/{utterance}") & (df["driver"] == "audio")]
+    if rows.empty or "video" not in rows or not isinstance(rows["video"].iloc[0], str):
+        raise LipspaceError(f"no audio-driven video of heldout/{utterance} in the run's results (evaluation.videos "
+                            "must be true).")
+    return Path(rows["video"].iloc[0])
+
+
+def side_by_side(results: dict[str, pd.DataFrame], out: Path, utterance: str, audio: Path) -> Path:
     """One mp4: ground truth and every space's audio-driven render of ``utterance`` (from each run's eval video,
     whose left half is the ground truth), with the utterance's audio."""
     from lipspace.eval.montage import grid
     from lipspace.eval.video import read_video, write_video
 
     panels, labels = [], []
-    for space, run in runs.items():
-        video = read_video(run / "eval" / f"heldout_{utterance}_audio.mp4")
+    for space, df in results.items():
+        video = read_video(audio_video(df, utterance))
         w = video.shape[2] // 2
         if not panels:
             panels.append(video[:, :, :w])
@@ -136,8 +162,13 @@ def side_by_side(runs: dict[str, Path], out: Path, utterance: str, audio: Path) 
 
 
 def print_table(table: pd.DataFrame) -> str:
+    """The comparison as text; a space whose local LSE is scored by its own audio encoder is starred."""
     cols = ["space", "preset"] + [c for c in COLUMNS if c in table.columns]
-    shown = table[cols].rename(columns=COLUMNS)
+    shown = table[cols].copy()
+    if "lse_local_is_encoder" in table:
+        starred = table["lse_local_is_encoder"].fillna(False).astype(bool)
+        shown.loc[starred, "space"] = shown.loc[starred, "space"] + "*"
+    shown = shown.rename(columns=COLUMNS)
     text = shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3f}")
     print(text)
     return text

@@ -308,6 +308,10 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
     info["dataset_name"] = dataset_label(info.get("dataset", clip.root))
     info["train_seconds"] = len(split.train) / fps
     info["status"] = "ok"
+    if scorer.s.lse_local:  # the expert that scores the lip sync is the run's own audio encoder: optimistic
+        from lipspace.av.record import scorer_is_encoder
+
+        info["lse_local_is_encoder"] = scorer_is_encoder(run_dir, scorer.s.ave_weights)
     provenance = json.dumps(scorer.provenance)
     df = pd.DataFrame([{**info, **r, "metric_provenance": provenance} for r in results])
     out_dir.mkdir(parents=True, exist_ok=True)
