@@ -55,3 +55,36 @@ def test_unknown_space_is_a_clear_error():
     with pytest.raises(LipspaceError, match="unknown conditioning space"):
         check_spaces(["expression", "phonemes"])
     assert set(SPACES) == {"expression", "deepspeech", "lipblink", "blendshape_av"}
+
+
+@pytest.mark.slow
+def test_demo_compares_the_four_spaces_end_to_end_and_reuses_finished_runs(tiny_dataset, tmp_path, capsys):
+    """run_compare on the tiny dataset with CPU-second sizes: one row per space + the references, the chart, the
+    side-by-side video with the ground truth and four panels, and a second call that trains nothing."""
+    from lipspace.eval.montage import LABEL_PX
+    from lipspace.eval.video import read_video
+    from lipspace.tasks.demo import run_compare
+    from test_lipblink_drive import TINY_LIPBLINK
+
+    common = ["data=dir", f"data.root={tiny_dataset}", "debug=fast", "logger=csv", "trainer.max_steps=6",
+              "ave.steps=12", "ave.batch=8", "ave.width=4", "ave.crop_hw=[16,32]", "evaluation.metrics.lpips=false",
+              "evaluation.dub_seconds=0.4"]
+    lipblink = [o for o in TINY_LIPBLINK if o.startswith("conditioner.")]
+    out = tmp_path / "demo"
+    res = run_compare(common, output_dir=str(out), per_space={"lipblink": lipblink})
+    table = res["table"]
+    assert list(table.space) == [*SPACES, "still frame", "ground truth"]
+    models = table.iloc[:4]
+    assert np.isfinite(models.psnr.astype(float)).all() and np.isfinite(models.train_s.astype(float)).all()
+    assert (out / "compare.csv").is_file() and (out / "compare.png").is_file()
+    video = read_video(res["runs"]["expression"].parent / "compare_utt_00.mp4")
+    h = video.shape[1] - LABEL_PX
+    assert video.shape[2] == 5 * h  # ground truth + four square panels
+    assert models.set_index("space").loc["blendshape_av", "lse_local_is_encoder"]  # synctalk scored by its encoder
+    assert not models.set_index("space").loc["expression", "lse_local_is_encoder"]
+    first = capsys.readouterr().out
+    assert "train lipnerf" in first and "reusing" not in first
+    again = run_compare(common, output_dir=str(out), per_space={"lipblink": lipblink})
+    second = capsys.readouterr().out
+    assert second.count("reusing the finished run") == 4 and "train lipnerf" not in second
+    pd.testing.assert_frame_equal(again["table"], table)

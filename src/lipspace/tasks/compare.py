@@ -19,7 +19,7 @@ import pandas as pd
 from lipspace.errors import LipspaceError
 
 SPACES = {"expression": "lipnerf", "deepspeech": "adnerf", "lipblink": "dfanerf", "blendshape_av": "synctalk"}
-STEPS = 800  # the equal training budget (tri-plane, budget=tiny); see README "What the demo does" for its timing
+STEPS = 600  # the equal training budget (tri-plane, budget=tiny); see README "What the demo does" for its timing
 COMMON = ["renderer=triplane", "budget=tiny", f"trainer.max_steps={STEPS}", "study=demo",
           "trainer.enable_progress_bar=false", "evaluation.max_tail_frames=0", "evaluation.oracle=false",
           "evaluation.videos=true", "evaluation.dub_seconds=4.0"]
@@ -35,17 +35,18 @@ class Progress:
     def __init__(self, n: int):
         self.n, self.i, self.times = n, 0, {}
 
-    def __call__(self, name: str):
+    def __call__(self, name: str, detail: str = ""):
+        """A stage keyed ``name`` in ``times``; ``detail`` is only printed."""
         self.i += 1
-        return _Stage(self, name)
+        return _Stage(self, name, detail)
 
 
 class _Stage:
-    def __init__(self, progress: Progress, name: str):
-        self.p, self.name = progress, name
+    def __init__(self, progress: Progress, name: str, detail: str):
+        self.p, self.name, self.detail = progress, name, detail
 
     def __enter__(self):
-        print(f"[{self.p.i}/{self.p.n}] {self.name} ...", flush=True)
+        print(f"[{self.p.i}/{self.p.n}] {self.name}{self.detail} ...", flush=True)
         self.t = time.perf_counter()
         return self
 
@@ -93,11 +94,11 @@ def train_and_evaluate(space: str, overrides: list[str], run: Path, progress: Pr
         progress.i += 1
         print(f"[{progress.i}/{progress.n}] {preset}: reusing the trained checkpoint of {run}", flush=True)
     else:
-        with progress(f"train {preset}, {cfg.trainer.max_steps} steps") as st:
+        with progress(f"train {SPACES[space]}", f" ({space}), {cfg.trainer.max_steps} steps") as st:
             train(cfg, run, choices_from_overrides(overrides))
         info = {"overrides": overrides, "train_wall_s": progress.times[st.name]}
         (run / "demo.json").write_text(json.dumps(info, indent=2))
-    with progress(f"evaluate {preset}") as st:
+    with progress(f"evaluate {SPACES[space]}", f" ({space})") as st:
         df = evaluate_run(run, cfg.evaluation)
     info["eval_wall_s"] = progress.times[st.name]
     (run / "demo.json").write_text(json.dumps(info, indent=2))

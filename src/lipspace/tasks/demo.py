@@ -24,18 +24,20 @@ def space_overrides(space: str, dub: Path, extra: list[str]) -> list[str]:
 
 
 def run_compare(extra_overrides: list[str] | None = None, output_dir: str = "outputs/demo",
-                spaces=tuple(SPACES)) -> dict:
+                spaces=tuple(SPACES), per_space: dict[str, list[str]] | None = None) -> dict:
     """Train and evaluate one preset per conditioning space at one budget; print the comparison, write
-    ``compare.csv``, ``compare.png`` and ``compare_<utterance>.mp4`` into ``output_dir``."""
+    ``compare.csv``, ``compare.png`` and ``compare_<utterance>.mp4`` into ``output_dir``. ``extra_overrides``
+    apply to every space, ``per_space`` ({space: overrides}) to one (e.g. a conditioner's own sizes)."""
     from lipspace.data.synthetic.dub import dub_wav
     from lipspace.eval.montage import bar_chart
 
     t0 = time.perf_counter()
-    extra, spaces = list(extra_overrides or []), check_spaces(spaces)
+    spaces = check_spaces(spaces)
+    extra = {s: list(extra_overrides or []) + list((per_space or {}).get(s, [])) for s in spaces}
     out = Path(output_dir).resolve()
     progress = Progress(2 + 2 * len(spaces))
-    with progress("dataset: the synthetic talking head (generated once, then cached) and a dub in another voice"):
-        cfgs = {s: compose_train(space_overrides(s, out / "dub.wav", extra), out / SPACES[s]) for s in spaces}
+    with progress("dataset", ": the synthetic talking head (generated once, then cached) and a dub in another voice"):
+        cfgs = {s: compose_train(space_overrides(s, out / "dub.wav", extra[s]), out / SPACES[s]) for s in spaces}
         for cfg in cfgs.values():
             check_config(cfg)  # every preset's config, before minutes of work
         dm = instantiate(cfgs[spaces[0]].data)
@@ -43,12 +45,12 @@ def run_compare(extra_overrides: list[str] | None = None, output_dir: str = "out
         dub = dub_wav(out / "audio")
     rows, runs, results = [], {}, {}
     for space in spaces:
-        run = out / f"{SPACES[space]}{run_key(extra)}"
-        df, info = train_and_evaluate(space, space_overrides(space, dub, extra), run, progress)
+        run = out / f"{SPACES[space]}{run_key(extra[space])}"
+        df, info = train_and_evaluate(space, space_overrides(space, dub, extra[space]), run, progress)
         rows.append(summarise(space, SPACES[space], df, info))
         runs[space], results[space] = run, df
     utterance = (dm.clip.meta.get("heldout") or [None])[0]
-    with progress("figures: comparison table, bar chart, side-by-side video"):
+    with progress("figures", ": comparison table, bar chart, side-by-side video"):
         table = pd.DataFrame(rows + reference_rows(rows))
         table.to_csv(out / "compare.csv", index=False)
         truth = reference_rows(rows)[1]
@@ -87,8 +89,7 @@ def run_compare(extra_overrides: list[str] | None = None, output_dir: str = "out
     print(f"bar chart    {chart}")
     if video is not None:
         print(f"video        {video}  (ground truth | " + " | ".join(spaces) + ")")
-    print(f"timings (s)  total={total:.1f}  " + "  ".join(f"{k.split(':')[0]}={v:.1f}"
-                                                       for k, v in progress.times.items()))
+    print(f"timings (s)  total={total:.1f}  " + "  ".join(f"{k}={v:.1f}" for k, v in progress.times.items()))
     return {"table": table, "runs": runs, "timings": {**progress.times, "total": total}}
 
 
