@@ -1,7 +1,8 @@
 """lipspace vs the peers' own code, timed interleaved in one process: AD-NeRF's training iteration, nerfstudio's hash.
 
-Usage:  python benchmarks/bench_peers.py --adnerf DIR --nerfstudio DIR [--quick] [--threads 2] [--compile]
+Usage:  python benchmarks/bench_peers.py --adnerf DIR --nerfstudio DIR [--quick] [--threads 2] [--parts mlp,hash]
         (or ADNERF_DIR / NERFSTUDIO_DIR in the environment; `make bench-peers ARGS="..."`)
+        The full run takes ~12 min on a 2-core machine (--quick ~2 min); --parts/--widths/--rounds split it.
 
 The peers' modules are imported unmodified from the checkouts the user points at (git clone of
 https://github.com/YudongGuo/AD-NeRF and https://github.com/nerfstudio-project/nerfstudio); only the
@@ -251,11 +252,12 @@ def interleaved(runners: dict[str, object], rounds: int, warmup: int = 1, log=lo
             log(f"  warm-up {name}: {time.perf_counter() - t0:.2f} s")
     times: dict[str, list[float]] = {name: [] for name in runners}
     load = OtherLoad()
-    for _ in range(rounds):
+    for i in range(rounds):
         for name, runner in runners.items():
             t0 = time.perf_counter()
             runner.step()
             times[name].append(time.perf_counter() - t0)
+        log(f"  round {i + 1}/{rounds}: " + ", ".join(f"{ts[-1]:.2f} s" for ts in times.values()))
     return times, load.cores()
 
 
@@ -341,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="2 rounds, 8x128 only, no anomaly-on AD-NeRF")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5, quick 2)")
     ap.add_argument("--widths", default=None, help="MLP widths, comma list (default 128,256; quick 128)")
+    ap.add_argument("--parts", default="mlp,hash", help="what to time: mlp (vs AD-NeRF), hash (vs nerfstudio)")
+    ap.add_argument("--anomaly-on", action=argparse.BooleanOptionalAction, default=None,
+                    help="also time AD-NeRF as shipped, anomaly detection on (default: yes, except with --quick)")
     ap.add_argument("--log2-points", type=int, default=18, help="hash encoding batch 2^N points")
     ap.add_argument("--no-compile", dest="compile", action="store_false",
                     help="skip lipspace's compiled hash encoding")
@@ -352,20 +357,24 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (2 if args.quick else 5)
     widths = [int(w) for w in (args.widths or ("128" if args.quick else "128,256")).split(",")]
 
+    parts = {p.strip() for p in args.parts.split(",")}
+    anomaly_on = (not args.quick) if args.anomaly_on is None else args.anomaly_on
     peers, skipped = [], []
     adnerf = nerfstudio = None
-    try:
-        p, rn, helpers = load_adnerf(args.adnerf)
-        peers.append(p)
-        adnerf = (rn, helpers)
-    except PeerUnavailable as e:
-        skipped.append(str(e))
-    try:
-        p, hash_cls = load_nerfstudio(args.nerfstudio)
-        peers.append(p)
-        nerfstudio = hash_cls
-    except PeerUnavailable as e:
-        skipped.append(str(e))
+    if "mlp" in parts:
+        try:
+            p, rn, helpers = load_adnerf(args.adnerf)
+            peers.append(p)
+            adnerf = (rn, helpers)
+        except PeerUnavailable as e:
+            skipped.append(str(e))
+    if "hash" in parts:
+        try:
+            p, hash_cls = load_nerfstudio(args.nerfstudio)
+            peers.append(p)
+            nerfstudio = hash_cls
+        except PeerUnavailable as e:
+            skipped.append(str(e))
     for msg in skipped:
         print(msg, file=sys.stderr)
     if not peers:
@@ -382,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, summary = [], []
     if adnerf:
         with tempfile.TemporaryDirectory(prefix="adnerf_bench_") as logdir:
-            r, ratios = adnerf_section(*adnerf, widths, rounds, not args.quick, args.compile_mlp, logdir)
+            r, ratios = adnerf_section(*adnerf, widths, rounds, anomaly_on, args.compile_mlp, logdir)
         rows += r
         summary += [f"MLP training 8x{w}: lipspace {v:.2f}x AD-NeRF's own code (anomaly off; goal >= 3x)"
                     for w, v in ratios.items()]
