@@ -19,7 +19,7 @@ import pandas as pd
 from lipspace.errors import LipspaceError
 
 SPACES = {"expression": "lipnerf", "deepspeech": "adnerf", "lipblink": "dfanerf", "blendshape_av": "synctalk"}
-STEPS = 600  # the equal training budget (tri-plane, budget=tiny); see README "What the demo does" for its timing
+STEPS = 800  # the equal training budget (tri-plane, budget=tiny); see README "What the demo does" for its timing
 COMMON = ["renderer=triplane", "budget=tiny", f"trainer.max_steps={STEPS}", "study=demo",
           "trainer.enable_progress_bar=false", "evaluation.max_tail_frames=0", "evaluation.oracle=false",
           "evaluation.videos=true", "evaluation.dub_seconds=4.0"]
