@@ -112,6 +112,7 @@ def analyse_frames(frames: np.ndarray, model_path=None, min_side: int = 256, fps
     import cv2
     import mediapipe as mp  # deferred: ~1 s import, needed only here
 
+    from lipspace.eval.quiet import native_logs_hidden
     from lipspace.prep.face import _open_landmarker
 
     frames = np.asarray(frames)
@@ -128,22 +129,23 @@ def analyse_frames(frames: np.ndarray, model_path=None, min_side: int = 256, fps
     path = _model_path(model_path)
     s = max(1.0, min_side / min(h, w))
     size = (int(round(w * s)), int(round(h * s)))  # cv2 order (width, height)
-    landmarker = _open_landmarker(path, num_faces=1)
-    try:
-        for i in range(t):
-            img = frames[i] if s == 1.0 else cv2.resize(frames[i], size, interpolation=cv2.INTER_CUBIC)
-            res = landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB,
-                                                       data=np.ascontiguousarray(img)), int(round(i * 1000 / fps)))
-            if not res.face_landmarks:
-                continue
-            # Normalised to the (upsampled) image: x * w, y * h are pixels of the input frame.
-            lmk[i] = np.array([(p.x, p.y) for p in res.face_landmarks[0]]) * (w, h)
-            if res.face_blendshapes:
-                score = {c.category_name: c.score for c in res.face_blendshapes[0]}
-                blend[i] = [score.get(n, np.nan) for n in names]
-            found[i] = True
-    finally:
-        landmarker.close()
+    with native_logs_hidden():  # MediaPipe's C++ log lines on fd 2 (its real errors still show)
+        landmarker = _open_landmarker(path, num_faces=1)
+        try:
+            for i in range(t):
+                img = frames[i] if s == 1.0 else cv2.resize(frames[i], size, interpolation=cv2.INTER_CUBIC)
+                res = landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                                           data=np.ascontiguousarray(img)), int(round(i * 1000 / fps)))
+                if not res.face_landmarks:
+                    continue
+                # Normalised to the (upsampled) image: x * w, y * h are pixels of the input frame.
+                lmk[i] = np.array([(p.x, p.y) for p in res.face_landmarks[0]]) * (w, h)
+                if res.face_blendshapes:
+                    score = {c.category_name: c.score for c in res.face_blendshapes[0]}
+                    blend[i] = [score.get(n, np.nan) for n in names]
+                found[i] = True
+        finally:
+            landmarker.close()
     return FaceTracks(lmk, blend, found, names)
 
 
