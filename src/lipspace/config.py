@@ -9,7 +9,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from lipspace.errors import LipspaceError
 
-CONF_DIR = Path(os.environ.get("LIPSPACE_CONF", Path(__file__).resolve().parents[2] / "conf"))
+# The configs ship inside the package (lipspace/conf, package data): a wheel install runs `lipspace-train` with
+# them, and the repository's top-level conf/ is a link to this directory. $LIPSPACE_CONF points at another copy.
+PACKAGE_CONF_DIR = Path(__file__).resolve().parent / "conf"
+CONF_DIR = Path(os.environ.get("LIPSPACE_CONF") or PACKAGE_CONF_DIR)
 
 # ${lipspace_cwd:} - the launch directory. paths.root_dir uses it rather than ${hydra:runtime.cwd}, which a
 # multirun's sweeper resolves (hydra.sweep.dir -> paths.log_dir -> paths.root_dir) before Hydra's config is set:

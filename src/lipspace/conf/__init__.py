@@ -1,0 +1,1 @@
+"""lipspace's Hydra configs, shipped as package data (`pkg://lipspace.conf` on Hydra's search path)."""
