@@ -71,7 +71,8 @@ def test_installed_wheel_runs_lipspace_train_without_a_checkout(wheel, tmp_path)
     env["PYTHONPATH"] = str(site)  # before the checkout's editable install on sys.path
     code = ("import sys, lipspace, lipspace.config as c; from lipspace.cli.train import main; "
             "print('CONF', c.CONF_DIR, lipspace.__file__); "
-            "cfg = c.compose_train(['experiment=synctalk', 'renderer=mlp'], 'run'); print('TARGET', cfg.renderer._target_); "
+            "cfg = c.compose_train(['experiment=synctalk', 'renderer=mlp'], 'run'); "
+            "print('TARGET', cfg.renderer._target_); "
             "sys.argv = ['lipspace-train', 'experiment=adnerf', 'budget=paper', '--cfg', 'job']; main()")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=work, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -12,7 +12,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from lipspace.errors import LipspaceError
-from lipspace.tasks.study import append_rows, evaluate_sweep, failed_row
+from lipspace.results_table import append_rows, failed_row
+from lipspace.tasks.evaluate import evaluate_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -109,7 +110,8 @@ def test_real_tiny_sweep_feeds_both_notebooks(tiny_dataset, tmp_path, monkeypatc
 
     table = tmp_path / "results_tiny.csv"
     cmd = [str(BIN / "lipspace-train"), "--config-dir", str(ROOT / "experiments" / "clip_length"), "--config-name",
-           "sweep_synthetic", "data=dir", f"data.root={tiny_dataset}", "data.synthetic=null", "debug=fast", "trainer.max_steps=4",
+           "sweep_synthetic", "data=dir", f"data.root={tiny_dataset}", "data.synthetic=null", "debug=fast",
+           "trainer.max_steps=4",
            f"evaluation.results_table={table}", "evaluation.downscale=1",
            f"hydra.sweep.dir={tmp_path / 'sweep'}", "seed=0,1",
            "experiment=lipnerf,adnerf", "data.clip_seconds=0.4,null", "hydra.launcher.n_jobs=2"]
