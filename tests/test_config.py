@@ -43,7 +43,7 @@ def test_every_group_option_composes_and_resolves(override, tmp_path):
     if group == "evaluation":
         from lipspace.eval.scoring import EvalSettings
 
-        assert not EvalSettings.of(cfg.evaluation.metrics).extra, "unknown evaluation.metrics keys"
+        EvalSettings.of(cfg.evaluation.metrics)  # unknown keys raise
     if group == "trainer" and opt != "gpu":
         trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
         assert trainer.max_steps == cfg.trainer.max_steps
@@ -101,6 +101,7 @@ def test_unknown_experiment_is_one_line(tmp_path):
     ("data.clip_seconds=-3", "data.clip_seconds=-3"),
     ("renderer.field.hidden=abc", "renderer.field.hidden='abc'"),
     ("evaluation.metrics.download=maybe", r"evaluation.metrics.download='maybe': must be auto .*true .*or false"),
+    ("+evaluation.metrics.lpip=false", r"unknown evaluation.metrics key\(s\) lpip; valid keys: lpips, face, "),
 ])
 def test_wrong_values_are_caught(override, match, tmp_path):
     cfg = compose_train([override], tmp_path)

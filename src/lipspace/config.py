@@ -66,11 +66,11 @@ def check_config(cfg: DictConfig) -> None:
     cs = cfg.get("data", {}).get("clip_seconds")
     if cs is not None and (not isinstance(cs, (int, float)) or cs <= 0):
         raise LipspaceError(f"config value data.clip_seconds={cs!r} must be a positive number of seconds or null.")
-    metrics = (cfg.get("evaluation") or {}).get("metrics") or {}
-    if "download" in metrics:  # auto / true / false: checked before training, not at the evaluation after it
-        from lipspace.assets import download_mode
+    metrics = (cfg.get("evaluation") or {}).get("metrics")
+    if metrics is not None:  # unknown keys and download's auto / true / false: before training, not after it
+        from lipspace.eval.scoring import EvalSettings
 
-        download_mode(metrics["download"], "config value evaluation.metrics.download")
+        EvalSettings.of(metrics)
 
 
 def compose_train(overrides: list[str], output_dir, root_dir=None) -> DictConfig:

@@ -14,7 +14,7 @@ import logging
 import math
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,6 @@ class EvalSettings:
     # official weights not found locally (SyncNet / S3FD, LPIPS): auto = download (checksummed) when the host
     # answers within a few seconds, true = always try, false = never touch the network (lipspace.assets)
     download: str | bool = "auto"
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         from lipspace.assets import download_mode
@@ -56,8 +55,13 @@ class EvalSettings:
         if isinstance(node, EvalSettings):
             return node
         d = dict(node)
-        known = {k: d.pop(k) for k in list(d) if k in cls.__dataclass_fields__ and k != "extra"}
-        return cls(**known, extra=d)
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:  # a misspelt key (lpip: false) would otherwise be ignored and the metric computed anyway
+            from lipspace.errors import LipspaceError
+
+            raise LipspaceError(f"unknown evaluation.metrics key(s) {', '.join(unknown)}; valid keys: "
+                                f"{', '.join(cls.__dataclass_fields__)}")
+        return cls(**d)
 
 
 def _nan_if_none(d: dict) -> dict:
