@@ -150,6 +150,10 @@ def test_drives_by_audio_and_jitters_only_predicted_dims(tmp_path):
     with c.driving_by_audio():
         pred = c.prepare_sequence(seq)["expr"]
     assert torch.allclose(pred, c.predict_expr(seq["audio"]))
+    with c.driving_by_audio():  # the audio-driven row's extra column: predicted (smoothed) vs tracked expressions
+        metrics = c.drive_metrics(seq)
+    assert metrics == {"expr_mse": pytest.approx(float((pred ** 2).mean()))}  # tracked expressions are zeros
+    assert c.drivable_both_ways() and not c.generates_motion
     c.train()
     out = c({"expr": torch.zeros(4, 53), "audio": seq["audio"][:4]}, torch.arange(4))[:, :53]
     moved = (out != 0).any(0)

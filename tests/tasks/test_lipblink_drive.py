@@ -56,7 +56,7 @@ def test_posed_playback_takes_generated_poses_and_playback_backgrounds(tiny_data
 
     from lipspace.data.clip import load_clip
     from lipspace.data.sampling import frame_rays
-    from lipspace.tasks.render import posed_playback
+    from lipspace.playback import posed_playback
 
     clip = load_clip(tiny_dataset)
     poses = clip.pose[[0, 0, 0]].clone()

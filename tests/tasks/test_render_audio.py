@@ -8,7 +8,8 @@ import soundfile as sf
 
 from lipspace.config import compose_train
 from lipspace.errors import LipspaceError
-from lipspace.tasks.render import pose_playback, render
+from lipspace.playback import pose_playback
+from lipspace.tasks.render import render
 from lipspace.tasks.train import train
 
 FAST = ["debug=fast", "logger=csv"]

@@ -17,8 +17,10 @@ def _app(cfg: DictConfig) -> None:
     import sys
 
     from lipspace.errors import LipspaceError
+    from lipspace.results_table import record
+    from lipspace.runs import is_run
+    from lipspace.tasks.evaluate import evaluate_run, evaluate_sweep
     from lipspace.tasks.report import results_table
-    from lipspace.tasks.study import evaluate_run, evaluate_sweep, is_run, record
 
     ev = cfg.evaluation
     with open_dict(ev):

@@ -31,14 +31,15 @@ def _train_and_evaluate(cfg: DictConfig, out: str) -> float | None:
     metrics = train(cfg, out, hydra_choices())
     ev = cfg.get("evaluation")
     if ev is not None and ev.get("after_train"):
+        from lipspace.results_table import record
+        from lipspace.tasks.evaluate import evaluate_run
         from lipspace.tasks.report import results_table
-        from lipspace.tasks.study import evaluate_run, record
 
         stage = "eval"
         try:
             df = evaluate_run(out, ev)
         except Exception as e:  # noqa: BLE001 - recorded as a failed row, then re-raised (or swallowed in sweeps)
-            from lipspace.tasks.study import failed_row
+            from lipspace.results_table import failed_row
 
             record(out, ev, failed_row(out, e, stage))
             raise
@@ -58,7 +59,7 @@ def _app(cfg: DictConfig) -> float | None:
         return _train_and_evaluate(cfg, out)
     except Exception as e:  # noqa: BLE001
         if _multirun():  # never stop a sweep: the failure is in the results table and <run>/FAILED
-            from lipspace.tasks.study import failed_row, record
+            from lipspace.results_table import failed_row, record
 
             if not (Path(out) / "FAILED").is_file():
                 ev = cfg.get("evaluation") or {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -16,9 +17,17 @@ class Conditioner(nn.Module):
 
     ``inputs`` maps dataset track names to their dims (e.g. ``{"expr": 53}``); the data module checks them
     against the dataset at start-up, so a mismatch is one clear line, never a shape error mid-run.
+
+    What evaluation and rendering ask of a conditioner (defaults here; subclasses override, callers never probe):
+    ``audio_only`` / ``can_drive_by_audio`` / ``drivable_both_ways`` (which drivers a held-out sequence gets),
+    ``driving_by_audio`` + ``inputs_from_audio`` (a drive by a new audio track), ``drive_metrics`` (extra columns
+    of an audio-driven row), ``generates_motion`` + ``generate_motion`` (head poses and blinks from the audio).
     """
 
     name = "base"
+    # True where generate_motion() makes head poses and blinks from the audio (DFA-NeRF's GP-VAE): renders driven by
+    # audio then use the generated poses, and evaluation adds the motion metrics to the audio-driven row
+    generates_motion: ClassVar[bool] = False
 
     def __init__(self, inputs: dict[str, int], out_dim: int | None = None):
         super().__init__()
@@ -75,6 +84,11 @@ class Conditioner(nn.Module):
         """Whether a new audio track alone can drive this conditioner (inside ``driving_by_audio()``)."""
         return self.audio_only()
 
+    def drivable_both_ways(self) -> bool:
+        """Inputs beyond the audio, which audio alone can also drive (predicted inside ``driving_by_audio()``):
+        evaluation scores a held-out sequence driven by its tracked inputs and again by its audio."""
+        return not self.audio_only() and self.can_drive_by_audio()
+
     # how to make a conditioner that cannot be driven by audio drivable (subclasses say, e.g. a config switch)
     audio_drive_hint = "use an audio conditioner or drive it with a dataset directory"
 
@@ -102,3 +116,31 @@ class Conditioner(nn.Module):
     def prepare_sequence(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Inference-time processing of a whole driving sequence ([T, dim] per input), e.g. temporal smoothing."""
         return inputs
+
+    def inputs_from_audio(self, audio_tracks: dict[str, torch.Tensor], n_frames: int) -> dict[str, torch.Tensor]:
+        """The per-frame inputs of a drive by a new audio track alone (used inside ``driving_by_audio()``):
+        ``audio_tracks`` (one [n_frames, ...] track per ``audio_inputs`` name, computed from the audio) plus a
+        placeholder (zeros [n_frames, dim]) for every other input, which ``prepare_sequence`` predicts from the
+        audio while driving by it."""
+        inputs = dict(audio_tracks)
+        for name, dim in self.inputs.items():
+            inputs.setdefault(name, torch.zeros(n_frames, dim))
+        return inputs
+
+    def drive_metrics(self, inputs: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Extra result columns of a held-out sequence driven by its audio (called inside ``driving_by_audio()``
+        with the sequence's tracked ``inputs``), e.g. how far the inputs predicted from the audio are from the
+        tracked ones. Default: none."""
+        return {}
+
+    @property
+    def motion_input(self) -> str:
+        """The audio input whose per-frame windows ``generate_motion`` takes: the first of ``audio_inputs``."""
+        return next(iter(self.audio_inputs))
+
+    def generate_motion(self, audio: torch.Tensor, start_pose=None, seed: int = 0):
+        """Where ``generates_motion``: head poses [T, 4, 4] (head -> camera) and blinks [T] generated from the
+        windows [T, window, dim] of the ``motion_input`` audio, starting at ``start_pose`` ([4, 4]; None: the
+        mean training pose), seeded. Others raise."""
+        raise LipspaceError(f"conditioner '{self.name}' does not generate head motion from audio "
+                            "(generates_motion is False): poses come from the driving sequence")

@@ -135,6 +135,13 @@ class ExpressionConditioner(Conditioner):
             reg = reg + self.latent_reg * (z * z).sum(-1).mean()
         return reg
 
+    def drive_metrics(self, inputs):
+        """``expr_mse``: mean squared error between the expressions predicted from the audio (after smoothing)
+        and the sequence's tracked expressions."""
+        with torch.no_grad():
+            pred = self.prepare_sequence(inputs)["expr"]
+        return {"expr_mse": float(((pred - inputs["expr"]) ** 2).mean())}
+
     def prepare_sequence(self, inputs):
         if self._drive_by_audio:
             inputs = {**inputs, "expr": self.predict_expr(inputs["audio"]).to(inputs["expr"].dtype)}

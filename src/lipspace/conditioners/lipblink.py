@@ -118,6 +118,7 @@ class LipBlinkConditioner(Conditioner):
     """See the module docstring. ``raw_dim`` = mouth_dim + eye_dim."""
 
     name = "lipblink"
+    generates_motion = True
 
     def __init__(self, inputs: dict[str, int] | None = None, audio: dict | None = None, mouth_dim: int = 16,
                  eye_dim: int = 4, rest_dim: int = 16, ae_hidden: int = 256, ae_encoder: str = "regions",

@@ -1,7 +1,8 @@
 """The eval task: reconstruction on the held-out tail; on held-out utterances (synthetic data: exact ground truth)
 driven by their tracks and by their audio, each against the mean-training-frame baseline; and driven by dubbed
 audio in other languages (sync and face metrics, no ground truth). Writes <run>/eval/results.{csv,json} and
-videos; ``lipspace.tasks.study`` appends the rows to a study's results table."""
+videos; ``evaluate_run`` / ``evaluate_sweep`` evaluate with an `evaluation` config node, and the rows go to a study's
+results table (``lipspace.results_table``)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from lipspace.data.clip import Clip
 from lipspace.data.sampling import frame_inputs
@@ -22,34 +21,11 @@ from lipspace.eval import metrics as M
 from lipspace.eval.scoring import BATCH_PIXELS, EvalSettings, Scorer
 from lipspace.eval.video import to_uint8, write_strip, write_video
 from lipspace.inference import render_sequence
+from lipspace.playback import frames_from_audio
+from lipspace.results_table import failed_row, record
+from lipspace.runs import is_run, load_run
 
 log = logging.getLogger(__name__)
-
-
-def load_run(run_dir, ckpt: str = "last"):
-    """Rebuild datamodule + system from <run_dir>/config.yaml and load a checkpoint's weights."""
-    from lipspace.tasks.train import build_system
-
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise LipspaceError(f"{cfg_path}: missing, so {run_dir} is not a lipspace training run. "
-                            "Pass run_dir=<the output directory printed by lipspace-train>.")
-    cfg = OmegaConf.load(cfg_path)
-    ckpt_path = run_dir / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
-    if not ckpt_path.is_file():
-        raise LipspaceError(f"{ckpt_path}: checkpoint not found. Train first (lipspace-train) or pass ckpt=<path>.")
-    dm = instantiate(cfg.data)
-    dm.load()
-    # the checkpoint carries what prepare() trained; run_dir: the AVE checkpoint the run recorded (lipspace.av.record)
-    system = build_system(cfg, dm, prepare=False, run_dir=run_dir)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    system.load_state_dict(state["state_dict"])
-    system.eval()
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-    info["checkpoint"] = str(ckpt_path)
-    info["global_step"] = int(state.get("global_step", -1))
-    return cfg, dm, system, info
 
 
 def driver_label(conditioner, otherwise: str = "oracle_inputs") -> str:
@@ -59,21 +35,13 @@ def driver_label(conditioner, otherwise: str = "oracle_inputs") -> str:
     return "audio" if conditioner.audio_only() else otherwise
 
 
-def expression_error(conditioner, inputs: dict) -> float:
-    """Mean squared error between the expressions predicted from the audio (after the conditioner's smoothing)
-    and the utterance's tracked expressions."""
-    with torch.no_grad():
-        pred = conditioner.prepare_sequence(inputs)["expr"]
-    return float(((pred - inputs["expr"]) ** 2).mean())
-
-
 def motion_metrics(conditioner, held: Clip, seed: int) -> dict:
     """Head motion and blinks generated from the utterance's audio, starting from its first ground-truth pose
-    (``conditioner.generate_motion``), against its ground-truth tracks: D-Rot (deg), D-Pos (head units, cm) and
-    blinks per second of both (definitions: lipspace.eval.motion)."""
+    (``conditioner.generate_motion``, where it ``generates_motion``), against its ground-truth tracks: D-Rot (deg),
+    D-Pos (head units, cm) and blinks per second of both (definitions: lipspace.eval.motion)."""
     from lipspace.eval.motion import motion_report
 
-    audio = held.track(next(iter(conditioner.audio_inputs)))
+    audio = held.track(conditioner.motion_input)
     poses, blink = conditioner.generate_motion(audio, held.pose[0], seed)
     return motion_report(poses, held.pose, blink, held.tracks["blink"], held.meta["fps"])
 
@@ -154,7 +122,6 @@ def _score_dub(scorer: Scorer, system, dm, wav: Path, seed: int, downscale: int,
     import tempfile
 
     from lipspace.audio.inputs import load_driving_audio
-    from lipspace.tasks.render import frames_from_audio
 
     fps = float(dm.clip.meta["fps"])
     try:
@@ -253,7 +220,7 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
     results = []
     torch.manual_seed(int(cfg.seed))
     cond = system.conditioner
-    by_audio_too = not cond.audio_only() and cond.can_drive_by_audio()
+    by_audio_too = cond.drivable_both_ways()
     tail = split.test[:max_tail_frames]  # max_tail_frames=0 skips the tail
     if len(tail):
         log.info("eval: reconstruction on %d held-out tail frames", len(tail))
@@ -282,15 +249,14 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
             results.append({"eval_set": f"heldout/{name}", "driver": driver_label(cond), **row})
         if by_audio_too:
             # the same utterance driven by its audio alone: audio -> expression regressor + smoothing
-            with system.conditioner.driving_by_audio():
+            with cond.driving_by_audio():
                 row = _score(scorer, system, held, range(held.n_frames), inputs, None, baseline,
                              video_path=out_dir / f"heldout_{name}_audio.mp4" if videos else None,
                              strip_path=out_dir / f"heldout_{name}_audio_strip.png" if videos else None,
                              downscale=downscale)
-                if "expr" in inputs:
-                    row["expr_mse"] = expression_error(system.conditioner, inputs)
+                row.update(cond.drive_metrics(inputs))  # e.g. expression's expr_mse
             results.append({"eval_set": f"heldout/{name}", "driver": "audio", **row})
-        if hasattr(cond, "generate_motion"):  # generated head motion / blinks: on the audio row
+        if cond.generates_motion:  # generated head motion / blinks: on the audio row
             results[-1].update(motion_metrics(cond, held, int(cfg.seed)))
     if dubs and not cond.can_drive_by_audio():
         log.warning("eval: conditioner '%s' cannot be driven by audio alone: dubbed audio skipped", cond.name)
@@ -318,3 +284,58 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
     df.to_csv(out_dir / "results.csv", index=False)
     (out_dir / "results.json").write_text(df.to_json(orient="records", indent=2))
     return df
+
+
+def evaluate_run(run_dir, ev) -> pd.DataFrame:
+    """:func:`evaluate` with the options of an `evaluation` config node ``ev``."""
+    df = evaluate(run_dir, ckpt=ev.get("ckpt", "last"), videos=bool(ev.get("videos", True)),
+                  max_heldout=ev.get("max_heldout"), downscale=int(ev.get("downscale", 1)),
+                  settings=ev.get("metrics"), dub_audio=list(ev.get("dub_audio") or []),
+                  dub_seconds=ev.get("dub_seconds"), max_tail_frames=ev.get("max_tail_frames"),
+                  oracle=bool(ev.get("oracle", True)))
+    df.insert(0, "run_dir", str(Path(run_dir)))
+    log_to_wandb(run_dir, df)
+    return df
+
+
+def log_to_wandb(run_dir, df: pd.DataFrame) -> None:
+    """When the run logged to W&B (logger.wandb in its config), add the eval summary (eval/<metric>), the results
+    table and the media to that run; prints the `wandb sync` command of an offline run."""
+    from omegaconf import OmegaConf
+
+    cfg_path = Path(run_dir) / "config.yaml"
+    if not cfg_path.is_file() or not (OmegaConf.load(cfg_path).get("logger") or {}).get("wandb"):
+        return
+    from lipspace.wandb_eval import log_eval
+
+    info_path = Path(run_dir) / "run.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    cmd = log_eval(run_dir, df, {**info, "train_seconds": float(df["train_seconds"].iloc[0])})
+    if cmd:
+        print(f"W&B eval logged offline; upload with: {cmd}")
+
+
+def evaluate_sweep(sweep_dir, ev) -> pd.DataFrame:
+    """Evaluate every run under ``sweep_dir`` (its subfolders holding config.yaml); a run that failed to train
+    (FAILED marker, no checkpoint) or to evaluate becomes a failed row; never stops at one run."""
+    sweep_dir = Path(sweep_dir)
+    runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and is_run(p))
+    if not runs:
+        raise LipspaceError(f"{sweep_dir}: no runs inside (no subfolder has config.yaml). Pass run_dir=<a training "
+                            "run or a sweep directory printed by lipspace-train -m>.")
+    frames = []
+    for run in runs:
+        ckpt = run / "checkpoints" / "last.ckpt"
+        if (run / "FAILED").is_file() and not ckpt.is_file():
+            df = failed_row(run, (run / "FAILED").read_text().splitlines()[-1], "train")
+        elif not ckpt.is_file():
+            df = failed_row(run, f"{ckpt} missing: training did not finish (re-run the sweep: it resumes)", "train")
+        else:
+            try:
+                df = evaluate_run(run, ev)
+            except Exception as e:  # noqa: BLE001 - a failing run is recorded, the sweep goes on
+                log.error("eval of %s failed: %s", run, e)
+                df = failed_row(run, e, "eval")
+        record(run, ev, df)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
