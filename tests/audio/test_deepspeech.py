@@ -15,7 +15,7 @@ import pytest
 from lipspace.audio.align import frame_windows
 from lipspace.audio.deepspeech import (GRAPH_ENV, SHA256_ENV, DeepSpeechBackend, input_vectors, psf_mfcc,
                                        resolve_graph, to_int16)
-from lipspace.audio.features import BACKENDS, get_backend
+from lipspace.audio.features import backend_class, get_backend
 from lipspace.errors import LipspaceError
 
 SR = 16000
@@ -124,7 +124,7 @@ def test_input_vectors_count_context_and_padding(n):
 
 def test_declared_rate_and_adnerf_windows():
     b = DeepSpeechBackend(net=_random_net())
-    assert BACKENDS["deepspeech"] is DeepSpeechBackend
+    assert backend_class("deepspeech") is DeepSpeechBackend
     assert (b.dim, b.rate, b.spec.first_time_s) == (29, 50.0, 0.0125)
     y = _burst(3.0)
     f = b.compute(y)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lipspace.audio.features import (BACKENDS, audio_windows, check_feature_dim, dataset_features, get_backend,
-                                     read_audio)
+from lipspace.audio.features import (BACKENDS, AudioBackend, audio_windows, backend_class, check_feature_dim,
+                                     dataset_features, get_backend, read_audio, register_backend)
 from lipspace.errors import LipspaceError
 
 SR = 16000
@@ -28,7 +28,7 @@ def test_declared_dim_and_rate_hold(name):
         pytest.skip("deepspeech needs the DeepSpeech v0.1.0 graph + tensorflow (not available here) and frames its "
                     "50 fps output as AD-NeRF does; tests/audio/test_deepspeech.py covers it with a stand-in network")
     if name == "ave":
-        pytest.skip("ave needs AVE weights; tests/audio/test_ave_backend.py covers it with a random-init checkpoint")
+        pytest.skip("ave needs AVE weights; tests/av/test_ave_backend.py covers it with a random-init checkpoint")
     if name in ("hubert", "wav2vec2"):
         pytest.skip(f"{name} needs its Hugging Face model (not obtainable here); tests/audio/test_hf.py covers it with "
                     f"a small random-weight model")
@@ -39,6 +39,21 @@ def test_declared_dim_and_rate_hold(name):
     # center=True framing: one frame per hop plus one
     assert f.shape[0] == int(len(y) / SR * b.rate) + 1
     assert np.isfinite(f).all()
+
+
+@pytest.mark.parametrize("name", sorted(BACKENDS))
+def test_registry_resolves_each_name_lazily_to_its_backend(name):
+    cls = backend_class(name)
+    assert issubclass(cls, AudioBackend) and BACKENDS[name] == f"{cls.__module__}:{cls.__name__}"
+    assert cls.__module__.startswith("lipspace.av." if name == "ave" else "lipspace.audio.")
+
+
+def test_register_backend_by_path(monkeypatch):
+    monkeypatch.setitem(BACKENDS, "mel2", "")
+    register_backend("mel2", "lipspace.audio.features:MelBackend")
+    assert get_backend("mel2", n_mels=8).dim == 8
+    with pytest.raises(LipspaceError, match="must be 'package.module:Class'"):
+        register_backend("bad", "lipspace.audio.features.MelBackend")
 
 
 def test_mel_energy_peaks_at_the_burst_and_windows_centre_on_it():

@@ -18,7 +18,7 @@ import soundfile as sf
 transformers = pytest.importorskip("transformers", reason="the [hf] extra (transformers) is not installed")
 import torch  # noqa: E402
 
-from lipspace.audio.features import BACKENDS, audio_windows, dataset_features, get_backend  # noqa: E402
+from lipspace.audio.features import audio_windows, backend_class, dataset_features, get_backend  # noqa: E402
 from lipspace.audio.hf import HubertBackend, Wav2Vec2Backend  # noqa: E402
 from lipspace.audio.inputs import AudioInput, audio_track  # noqa: E402
 from lipspace.errors import LipspaceError  # noqa: E402
@@ -60,7 +60,7 @@ def speech_like(seconds, seed=0):
 @pytest.mark.parametrize("n", [0, 1, 399, 400, 719, 720, 32000, 32079, 32080])
 def test_declared_width_and_50hz_length(hub, n):
     b = get_backend("hubert", model=str(hub))
-    assert BACKENDS["hubert"] is HubertBackend and BACKENDS["wav2vec2"] is Wav2Vec2Backend
+    assert backend_class("hubert") is HubertBackend and backend_class("wav2vec2") is Wav2Vec2Backend
     assert (b.name, b.dim, b.rate, b.spec.first_time_s) == ("hubert", 32, 50.0, 0.0125)
     f = b.compute(speech_like(n / SR) if n else np.zeros(0, np.float32))
     # conv front end: receptive field 400 samples, hop 320 -> (n - 400) // 320 + 1 frames (one for n < 400)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lipspace.audio.align import frame_windows
-from lipspace.audio.features import BACKENDS, get_backend
+from lipspace.audio.features import backend_class, get_backend
 from lipspace.audio.phones import ARPABET, NOISE, PHONES, SIL, PhoneBackend, phone_index
 from lipspace.errors import LipspaceError
 from tests.conftest import assets_dir
@@ -32,7 +32,7 @@ def test_inventory_is_fixed_and_registered():
     assert phone_index("AA") == 0 and phone_index("ZH") == 38
     assert phone_index("<sil>") == SIL and phone_index("+NSN+") == NOISE and phone_index("+SPN+") == NOISE
     assert phone_index("QQ") == NOISE
-    assert BACKENDS["phones"] is PhoneBackend
+    assert backend_class("phones") is PhoneBackend
     b = get_backend("phones")
     assert (b.dim, b.rate, b.spec.first_time_s) == (41, 100.0, 0.0)
 

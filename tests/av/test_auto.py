@@ -44,7 +44,7 @@ def tiny_copy(tiny_dataset, tmp_path):
 
 
 def test_default_weights_path_honours_the_project_cache(tmp_path, monkeypatch):
-    from lipspace.audio.features import ave_weights_path, default_ave_weights
+    from lipspace.av.backend import ave_weights_path, default_ave_weights
 
     assert default_ave_weights() == tmp_path / "cache" / "ave_local.pt"
     assert ave_weights_path() == tmp_path / "cache" / "ave_local.pt"

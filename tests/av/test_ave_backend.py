@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from lipspace.audio.features import AVE_WEIGHTS_ENV, dataset_features, get_backend
+from lipspace.audio.features import dataset_features, get_backend
 from lipspace.audio.inputs import AudioInput, audio_track
+from lipspace.av.backend import AVE_WEIGHTS_ENV
 from lipspace.av.sync import NOT_OFFICIAL, AVEncoder, save
 from lipspace.errors import LipspaceError
 

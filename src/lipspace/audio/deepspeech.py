@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lipspace.audio.features import BACKENDS, AudioBackend, FeatureSpec
+from lipspace.audio.features import AudioBackend, FeatureSpec
 from lipspace.data.schema import SAMPLE_RATE
 from lipspace.errors import LipspaceError
 
@@ -219,6 +219,3 @@ class DeepSpeechBackend(AudioBackend):
             raise LipspaceError(f"deepspeech network returned shape {out.shape} for {len(x)} input frames; expected "
                                 f"({len(x)}, {N_CHARS}): check the graph is DeepSpeech v0.1.0's output_graph.pb")
         return out
-
-
-BACKENDS["deepspeech"] = DeepSpeechBackend

@@ -6,26 +6,27 @@ Backends here: ``mel`` (log-mel, 80 bands, 100 frames/s) and ``mfcc`` (13 MFCC +
 100 frames/s), as librosa computes them with ``center=True`` (feature j is centred at j / rate s; the mel
 spectrogram by lipspace.audio.melspec, identical to librosa's without importing it). In their own modules:
 ``phones`` (lipspace.audio.phones: pocketsphinx all-phone decoding, 41 one-hot classes, 100 frames/s) and
-``deepspeech`` (lipspace.audio.deepspeech: AD-NeRF's DeepSpeech v0.1 graph, 29 logits, 50 frames/s). ``ave``
-(below): 256-d embeddings per video frame (25 /s) of the *locally trained* audio-visual sync encoder
-(lipspace.av, SyncTalk-style, NOT SyncTalk's official LRS2 encoder), weights from ``$LIPSPACE_AVE_WEIGHTS`` or
-``$LIPSPACE_CACHE/ave_local.pt``, else trained on the run's clip by ``lipspace.av.auto``. The registry
-``BACKENDS`` is what configs name (``audio.backend=mel``).
+``deepspeech`` (lipspace.audio.deepspeech: AD-NeRF's DeepSpeech v0.1 graph, 29 logits, 50 frames/s), ``hubert`` and
+``wav2vec2`` (lipspace.audio.hf). ``ave`` (lipspace.av.backend): 256-d embeddings per video frame (25 /s) of the
+*locally trained* audio-visual sync encoder (lipspace.av, SyncTalk-style, NOT SyncTalk's official LRS2 encoder).
+The registry ``BACKENDS`` (name -> "module:Class", resolved on first use) is what configs name
+(``audio.backend=mel``); ``register_backend`` adds one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from lipspace.audio.align import frame_windows
 from lipspace.data.schema import FPS, SAMPLE_RATE
-from lipspace.assets import file_sha256
 from lipspace.errors import LipspaceError
 
 FEATURE_DIR = "features"
@@ -51,6 +52,8 @@ class AudioBackend:
     """Base class: subclasses set ``spec`` and implement ``compute``."""
 
     spec: FeatureSpec
+    # model-based backends (hubert, wav2vec2): the model loaded when no ``model=`` is given; recorded in run.json
+    default_model: ClassVar[str | None] = None
 
     @property
     def name(self) -> str:
@@ -122,96 +125,39 @@ class MfccBackend(AudioBackend):
         return np.concatenate(parts, 0).T.astype(np.float32)
 
 
-AVE_WEIGHTS_ENV = "LIPSPACE_AVE_WEIGHTS"
-DEFAULT_AVE_WEIGHTS = "ave_local.pt"  # in the project cache (lipspace.assets.cache_dir)
-_AVE_MODELS: dict[str, object] = {}  # sha256 -> loaded AVEncoder
+# name -> "module:Class", imported on first use (get_backend): a backend's optional dependencies (pocketsphinx,
+# TensorFlow, transformers, the AVE's torch model) load only when it is used, and audio/ imports none of the modules
+# that implement a backend. ``ave`` lives in lipspace.av (it needs the sync encoder); audio/ never imports av/.
+BACKENDS: dict[str, str] = {
+    "mel": "lipspace.audio.features:MelBackend",
+    "mfcc": "lipspace.audio.features:MfccBackend",
+    "phones": "lipspace.audio.phones:PhoneBackend",
+    "deepspeech": "lipspace.audio.deepspeech:DeepSpeechBackend",
+    "hubert": "lipspace.audio.hf:HubertBackend",  # hubert, wav2vec2: transformers, the optional [hf] extra
+    "wav2vec2": "lipspace.audio.hf:Wav2Vec2Backend",
+    "ave": "lipspace.av.backend:AveBackend",
+}
 
 
-def default_ave_weights() -> Path:
-    """``$LIPSPACE_CACHE/ave_local.pt`` (``~/.cache/lipspace/ave_local.pt`` without it): where `python -m
-    lipspace.av.train` writes by default."""
-    from lipspace.assets import cache_dir
-
-    return cache_dir() / DEFAULT_AVE_WEIGHTS
-
-
-def ave_weights_path(weights: str | Path | None = None) -> Path:
-    """The AVE checkpoint: ``weights`` if given, else ``$LIPSPACE_AVE_WEIGHTS``, else :func:`default_ave_weights`.
-    Where none of them is a file, training runs and evaluations train one on their clip (``lipspace.av.auto``)."""
-    given = weights or os.environ.get(AVE_WEIGHTS_ENV)
-    return Path(given).expanduser() if given else default_ave_weights()
+def register_backend(name: str, target: str) -> None:
+    """Make ``audio.backend=<name>`` resolve to ``target`` ("package.module:Class", an AudioBackend subclass)."""
+    if ":" not in target:
+        raise LipspaceError(f"audio backend '{name}': target {target!r} must be 'package.module:Class'")
+    BACKENDS[name] = target
 
 
-class AveBackend(AudioBackend):
-    """SyncTalk-style audio features: per video frame (25 /s, feature j centred on frame j: (j + 0.5) / 25 s),
-    the ``dim``-d (256) embedding of the locally trained AVE audio encoder (lipspace.av.sync.AudioEncoder) over
-    the 20 log-mel frames (0.2 s) centred on that frame, the clip's log-mel standardised per clip and band as in
-    its training.
-
-    The weights are required (no silent random init): a missing file is a LipspaceError naming the path and the
-    command that trains one. The checkpoint's sha256 is part of the cache key, its provenance (locally trained,
-    NOT the official SyncTalk/LRS2 encoder) is in ``spec.params`` and in the feature cache's metadata file.
-    """
-
-    def __init__(self, weights: str | Path | None = None):
-        path = ave_weights_path(weights)
-        if not path.is_file():
-            raise LipspaceError(
-                f"audio backend 'ave': no AVE checkpoint at {path} (set ${AVE_WEIGHTS_ENV} or "
-                f"conditioner.audio.backend_kwargs.weights to one). Train one with `python -m lipspace.av.train "
-                f"--train <dataset dir> [<dataset dir> ...] --out {path}`, or use conditioner.audio.backend=mel "
-                f"(with conditioner.inputs.audio=80)")
-        self.path, self.sha256 = path, file_sha256(path)
-        model = self.model
-        self.provenance = dict(model.provenance)
-        self.label = ave_label(self.provenance)
-        # feature j is the window centred on video frame j's centre, (j + 0.5) / fps (lipspace.audio.align)
-        self.spec = FeatureSpec("ave", int(model.config["dim"]), float(FPS), first_time_s=0.5 / FPS,
-                                params=(("weights_sha256", self.sha256), ("provenance", self.label),
-                                        ("config", json.dumps(model.config, sort_keys=True))))
-
-    @property
-    def model(self):
-        if self.sha256 not in _AVE_MODELS:
-            from lipspace.av.sync import load
-
-            _AVE_MODELS[self.sha256] = load(self.path)
-        return _AVE_MODELS[self.sha256]
-
-    def compute(self, audio: np.ndarray) -> np.ndarray:
-        model = self.model
-        mel = MelBackend(n_mels=int(model.config["n_mels"])).compute(audio)
-        n_frames = int(len(audio) * FPS / SAMPLE_RATE) + 1  # every frame the audio reaches, a partial last one too
-        return model.encode_audio_clip(mel, n_frames).numpy().astype(np.float32)
-
-    def metadata(self) -> dict:
-        return {**super().metadata(), "weights": str(self.path), "weights_sha256": self.sha256,
-                "provenance": self.provenance, "label": self.label}
-
-
-def ave_label(provenance: dict) -> str:
-    """One line for reports: how the AVE weights were trained, always saying they are not SyncTalk's own."""
-    from lipspace.av.sync import NOT_OFFICIAL
-
-    text = str(provenance.get("weights", "locally trained lipspace AVE (no provenance recorded)"))
-    return text if NOT_OFFICIAL in text else f"{text} ({NOT_OFFICIAL})"
-
-
-BACKENDS = {"mel": MelBackend, "mfcc": MfccBackend, "ave": AveBackend}
-# "phones" (lipspace.audio.phones.PhoneBackend) and "deepspeech" (lipspace.audio.deepspeech.DeepSpeechBackend)
-# subclass AudioBackend above and add themselves to BACKENDS when imported; importing them here completes the
-# registry whichever module is imported first (a `from ... import` here would fail when they are imported first).
-import lipspace.audio.deepspeech  # noqa: E402,F401
-import lipspace.audio.hf  # noqa: E402,F401  (hubert, wav2vec2: transformers, the optional [hf] extra)
-import lipspace.audio.phones  # noqa: E402,F401
+def backend_class(name: str) -> type[AudioBackend]:
+    """The AudioBackend subclass registered as ``name``, its module imported now."""
+    try:
+        target = BACKENDS[name]
+    except KeyError:
+        raise LipspaceError(f"audio backend '{name}' is unknown; choose one of {sorted(BACKENDS)}") from None
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def get_backend(name: str, **kwargs) -> AudioBackend:
-    try:
-        cls = BACKENDS[name]
-    except KeyError:
-        raise LipspaceError(f"audio backend '{name}' is unknown; choose one of {sorted(BACKENDS)}") from None
-    return cls(**kwargs)
+    return backend_class(name)(**kwargs)
 
 
 def read_audio(path: str | Path) -> np.ndarray:

@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from lipspace.assets import file_sha256
-from lipspace.audio.features import BACKENDS, AudioBackend, FeatureSpec
+from lipspace.audio.features import BACKENDS, AudioBackend, FeatureSpec, backend_class
 from lipspace.data.schema import SAMPLE_RATE
 from lipspace.errors import LipspaceError
 
@@ -166,7 +166,7 @@ class HFSpeechBackend(AudioBackend):
         self.config = json.loads(cfg_file.read_text())
         mtype = self.config.get("model_type")
         if mtype not in self.model_types:
-            other = [n for n, c in BACKENDS.items() if mtype in getattr(c, "model_types", ())]
+            other = [c.backend for c in (HubertBackend, Wav2Vec2Backend) if mtype in c.model_types]
             hint = f"; use audio backend '{other[0]}'" if other else ""
             raise LipspaceError(f"audio backend '{self.backend}': {self.model_id} is a '{mtype}' model, not "
                                 f"{'/'.join(self.model_types)}{hint}")
@@ -298,8 +298,6 @@ class Wav2Vec2Backend(HFSpeechBackend):
 
 def default_model(backend: str | None) -> str | None:
     """The model id a backend uses when no ``model=`` is given (None for backends that are not HF models)."""
-    return getattr(BACKENDS.get(backend or ""), "default_model", None) or None
-
-
-BACKENDS["hubert"] = HubertBackend
-BACKENDS["wav2vec2"] = Wav2Vec2Backend
+    if backend not in BACKENDS:
+        return None
+    return backend_class(backend).default_model or None

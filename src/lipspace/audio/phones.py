@@ -35,7 +35,7 @@ import os
 
 import numpy as np
 
-from lipspace.audio.features import BACKENDS, AudioBackend, FeatureSpec
+from lipspace.audio.features import AudioBackend, FeatureSpec
 from lipspace.data.schema import SAMPLE_RATE
 from lipspace.errors import LipspaceError
 
@@ -127,6 +127,3 @@ class PhoneBackend(AudioBackend):
         out = np.full((len(labels), len(PHONES)), eps / len(PHONES), np.float32)
         out[np.arange(len(labels)), labels] += 1.0 - eps
         return out
-
-
-BACKENDS["phones"] = PhoneBackend

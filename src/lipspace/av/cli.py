@@ -22,7 +22,7 @@ from lipspace.errors import LipspaceError
 
 
 def main(argv=None) -> int:
-    from lipspace.audio.features import default_ave_weights
+    from lipspace.av.backend import default_ave_weights
     from lipspace.av.train import train_ave
 
     ap = argparse.ArgumentParser(prog="python -m lipspace.av.train", description=__doc__.split("\n\n")[0])

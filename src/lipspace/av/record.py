@@ -31,7 +31,7 @@ def given_weights(weights=None) -> tuple[Path, str] | None:
     """(path, source) of a checkpoint the user gave: ``weights`` ('weights'), ``$LIPSPACE_AVE_WEIGHTS`` ('env') or
     the default file ('default') when it exists; None when none is given (then the stage trains one). A named
     path that is not a file is returned as well (the backend / metric then say so)."""
-    from lipspace.audio.features import AVE_WEIGHTS_ENV, default_ave_weights
+    from lipspace.av.backend import AVE_WEIGHTS_ENV, default_ave_weights
 
     if weights:
         return Path(weights).expanduser(), "weights"

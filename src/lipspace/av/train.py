@@ -31,7 +31,7 @@ from lipspace.av.evaluate import (PROTOCOL_SUFFIX, as_clip, best_threshold, clip
 from lipspace.av.sync import NOT_OFFICIAL, AVEncoder, batch_nce_loss, recon_loss, save, sync_loss
 from lipspace.errors import LipspaceError
 
-DEFAULT_OUT = object()  # train_ave's out_path default: lipspace.audio.features.default_ave_weights()
+DEFAULT_OUT = object()  # train_ave's out_path default: lipspace.av.backend.default_ave_weights()
 
 
 def make_batch(clips: list[avd.SyncClip], batch: int, rng: np.random.Generator, min_shift: int = 5,
@@ -187,7 +187,7 @@ def train_ave(train_roots, eval_root=None, steps: int = 1500, seed: int = 0, out
     if threads:
         torch.set_num_threads(threads)
     if out_path is DEFAULT_OUT:
-        from lipspace.audio.features import default_ave_weights
+        from lipspace.av.backend import default_ave_weights
 
         out_path = default_ave_weights()
     t0 = time.time()

@@ -3,7 +3,7 @@ the expression, each a declared region of c that the renderer gates per point (f
 
 c = [lip code | exp code]:
 
-- lip code (``dim_aud``): the ``audio`` input, by default ``ave`` features (lipspace.audio.features: the locally
+- lip code (``dim_aud``): the ``audio`` input, by default ``ave`` features (lipspace.av.backend: the locally
   trained SyncTalk-style audio-visual encoder, 256-d per frame, NOT SyncTalk's official LRS2 encoder), through a
   per-frame MLP (SyncTalk's ``AudioNet_ave``-style: Linear -> LeakyReLU -> Linear) when ``audio.window`` is 1 or
   AD-NeRF's AudioNet (1-D convs) for longer windows (e.g. ``mel``), then smoothed over ``audio.context``

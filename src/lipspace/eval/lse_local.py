@@ -42,7 +42,7 @@ class LocalSyncExpert:
     checkpoint is not an error: every score is NaN with ``lse_local_status`` saying where it looked."""
 
     def __init__(self, weights=None):
-        from lipspace.audio.features import AVE_WEIGHTS_ENV, AveBackend, ave_weights_path
+        from lipspace.av.backend import AVE_WEIGHTS_ENV, AveBackend, ave_weights_path
 
         self.weights, self.path = weights, ave_weights_path(weights)
         self._audio: OrderedDict = OrderedDict()

@@ -206,8 +206,9 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
     """Evaluate a run: reconstruction on the held-out tail (its first ``max_tail_frames``, all when None); each
     held-out utterance (synthetic data: exact ground truth) driven by its tracked inputs and by its audio; each
     dubbed audio file in ``dub_audio`` (its first ``dub_seconds``). A conditioner with inputs beyond audio that
-    can also be driven by audio alone is scored both ways; ``oracle=False`` skips its tracked-inputs rows. ``downscale`` > 1 renders and scores at
-    1/downscale resolution (ground truth area-averaged). Every row records the run, the resolution and which model
+    can also be driven by audio alone (``drivable_both_ways``) is scored both ways; ``oracle=False`` skips its
+    tracked-inputs rows. ``downscale`` > 1 renders and scores at 1/downscale resolution (ground truth
+    area-averaged). Every row records the run, the resolution and which model
     computed each metric (``metric_provenance``)."""
     run_dir = Path(run_dir)
     cfg, dm, system, info = load_run(run_dir, ckpt)

@@ -1,0 +1,122 @@
+"""The package's import graph, read from the source with ast (every ``import lipspace...`` statement, at module
+level and inside functions): audio/ never imports av/, the task modules do not import each other, and no cycle
+runs through module-level imports (between modules or between packages)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted((SRC / "lipspace").rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> list[tuple[str, bool]]:
+    """(imported lipspace module, whether the import runs at import time) for each import in ``path``; a name
+    imported from a package resolves to the submodule of that name where there is one."""
+    is_pkg = path.name == "__init__.py"
+    out: list[tuple[str, bool]] = []
+
+    def visit(node, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import):
+                out.extend((a.name, not in_function) for a in child.names if a.name.split(".")[0] == "lipspace")
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = name.split(".") if is_pkg else name.split(".")[:-1]
+                    base = base[:len(base) - (child.level - 1)]
+                    module = ".".join(base + ([child.module] if child.module else []))
+                else:
+                    module = child.module or ""
+                if module.split(".")[0] == "lipspace":
+                    out.extend((f"{module}.{a.name}" if f"{module}.{a.name}" in MODULES else module, not in_function)
+                               for a in child.names)
+            visit(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda))
+
+    visit(ast.parse(path.read_text(), str(path)), False)
+    return out
+
+
+IMPORTS = {name: _imports(name, path) for name, path in MODULES.items()}
+
+
+def _package(module: str) -> str:
+    """``lipspace.audio.features`` -> ``audio``; top-level modules are their own package (``runs``)."""
+    return module.split(".")[1] if "." in module else module
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (as a path that returns to its start), or None."""
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+
+    def dfs(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := dfs(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := dfs(node)):
+            return found
+    return None
+
+
+def test_every_module_parses_and_imports_resolve():
+    assert "lipspace.audio.features" in MODULES and "lipspace.av.sync" in MODULES
+    unknown = {(m, t) for m, imps in IMPORTS.items() for t, _ in imps if t not in MODULES}
+    assert not unknown, f"imports of modules that do not exist: {sorted(unknown)}"
+
+
+def test_audio_never_imports_av():
+    """Feature backends that need the sync encoder live in av/ and are registered by their path."""
+    bad = sorted((m, t) for m, imps in IMPORTS.items() if _package(m) == "audio"
+                 for t, _ in imps if _package(t) == "av")
+    assert not bad, f"audio/ imports av/: {bad}"
+
+
+# Shared code lives outside tasks/ (lipspace.runs, lipspace.playback, lipspace.results_table); workflows that chain
+# tasks (the demos) live in lipspace.demo, above them.
+KNOWN_TASK_IMPORTS: set[tuple[str, str]] = set()
+
+
+def test_tasks_do_not_import_each_other():
+    found = {(m, t) for m, imps in IMPORTS.items() if m.startswith("lipspace.tasks.")
+             for t, _ in imps if t.startswith("lipspace.tasks.") and t != m}
+    assert found <= KNOWN_TASK_IMPORTS, f"a task imports another task: {sorted(found - KNOWN_TASK_IMPORTS)}"
+
+
+@pytest.mark.parametrize("level", ["module", "package"])
+def test_no_cycle_through_module_level_imports(level):
+    key = (lambda m: m) if level == "module" else _package
+    graph: dict[str, set[str]] = {}
+    for m, imps in IMPORTS.items():
+        for t, at_import in imps:
+            if at_import and key(t) != key(m):
+                graph.setdefault(key(m), set()).add(key(t))
+    assert _cycle(graph) is None, f"{level}-level import cycle: {' -> '.join(_cycle(graph))}"
+
+
+def test_cycle_finder_finds_one():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
