@@ -17,7 +17,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from lipspace.tasks.demo import run_compare
+    from lipspace.demo.run import run_compare
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["LIPSPACE_DATA"] = os.path.join(tmp, "data")  # no cached dataset: measure synthesis too

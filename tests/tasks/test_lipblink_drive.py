@@ -7,17 +7,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import TINY_LIPBLINK_CONDITIONER
+
 from lipspace.config import compose_train
 from lipspace.tasks.evaluate import evaluate
 from lipspace.tasks.render import render
 from lipspace.tasks.train import train
 
-TINY_LIPBLINK = ["experiment=dfanerf", "debug=fast", "logger=csv", "conditioner.audio.window=8",
-                 "conditioner.ae_steps=40", "conditioner.ae_batch=32", "conditioner.sync_steps=20",
-                 "conditioner.sync_batch=16", "conditioner.blink_steps=20", "conditioner.gp_steps=5",
-                 "conditioner.gp_batch=2", "conditioner.gp.model_dim=16", "conditioner.gp.heads=2",
-                 "conditioner.gp.layers=1", "renderer.field.hidden=32", "renderer.field.n_layers=2",
-                 "renderer.field.skips=[]"]
+TINY_LIPBLINK = ["experiment=dfanerf", "debug=fast", "logger=csv", *TINY_LIPBLINK_CONDITIONER,
+                 "renderer.field.hidden=32", "renderer.field.n_layers=2", "renderer.field.skips=[]"]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """`lipspace-demo [--walkthrough] [overrides...]`: the main job on the embedded synthetic talking head.
 
-Without flags: the four conditioning spaces trained and compared (lipspace.tasks.demo.run_compare; overrides apply
-to all four). ``--walkthrough``: LipNeRF alone on the MLP renderer (lipspace.tasks.demo.run_walkthrough)."""
+Without flags: the four conditioning spaces trained and compared (lipspace.demo.run.run_compare; overrides apply
+to all four). ``--walkthrough``: LipNeRF alone on the MLP renderer (lipspace.demo.run.run_walkthrough)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from lipspace.cli._common import friendly
 
 @friendly
 def main() -> None:
-    from lipspace.tasks.demo import run_compare, run_walkthrough
+    from lipspace.demo.run import run_compare, run_walkthrough
 
     args = sys.argv[1:]
     if "--walkthrough" in args:

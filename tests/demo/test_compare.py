@@ -1,4 +1,4 @@
-"""The four-space comparison demo (lipspace.tasks.compare / tasks.demo.run_compare)."""
+"""The four-space comparison demo (lipspace.demo.compare, lipspace.demo.run.run_compare)."""
 
 import json
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lipspace.errors import LipspaceError
-from lipspace.tasks.compare import (SPACES, Progress, _finished, check_spaces, reference_rows, run_key, summarise,
+from lipspace.demo.compare import (SPACES, Progress, _finished, check_spaces, reference_rows, run_key, summarise,
                                     train_and_evaluate)
 
 
@@ -63,13 +63,13 @@ def test_demo_compares_the_four_spaces_end_to_end_and_reuses_finished_runs(tiny_
     side-by-side video with the ground truth and four panels, and a second call that trains nothing."""
     from lipspace.eval.montage import LABEL_PX
     from lipspace.eval.video import read_video
-    from lipspace.tasks.demo import run_compare
-    from test_lipblink_drive import TINY_LIPBLINK
+    from lipspace.demo.run import run_compare
+    from conftest import TINY_LIPBLINK_CONDITIONER
 
     common = ["data=dir", f"data.root={tiny_dataset}", "debug=fast", "logger=csv", "trainer.max_steps=6",
               "ave.steps=12", "ave.batch=8", "ave.width=4", "ave.crop_hw=[16,32]", "evaluation.metrics.lpips=false",
               "evaluation.dub_seconds=0.4"]
-    lipblink = [o for o in TINY_LIPBLINK if o.startswith("conditioner.")]
+    lipblink = TINY_LIPBLINK_CONDITIONER
     out = tmp_path / "demo"
     res = run_compare(common, output_dir=str(out), per_space={"lipblink": lipblink})
     table = res["table"]

@@ -1,5 +1,5 @@
 """The demos. ``run_compare`` (``make demo``): the four conditioning spaces trained and compared on the synthetic talking
-head (lipspace.tasks.compare). ``run_walkthrough`` (``make demo-lipnerf``): one space, LipNeRF on the MLP renderer,
+head (lipspace.demo.compare). ``run_walkthrough`` (``make demo-lipnerf``): one space, LipNeRF on the MLP renderer,
 evaluated with its oracle and audio drivers. Re-running either reuses the dataset and the finished runs."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pandas as pd
 from hydra.utils import instantiate
 
 from lipspace.config import check_config, choices_from_overrides, compose_train
-from lipspace.tasks.compare import (COMMON, SPACES, Progress, check_spaces, print_table, run_key, side_by_side,
+from lipspace.demo.compare import (COMMON, SPACES, Progress, check_spaces, print_table, run_key, side_by_side,
                                     reference_rows, summarise, train_and_evaluate)
 
 # CPU-sized so that the walkthrough stays within ~10 minutes on 2 cores (see README for the measured time)

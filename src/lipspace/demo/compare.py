@@ -79,7 +79,7 @@ def _finished(run: Path, overrides: list[str]) -> dict | None:
 def train_and_evaluate(space: str, overrides: list[str], run: Path, progress: Progress) -> tuple[pd.DataFrame, dict]:
     """Train (resuming an interrupted run) and evaluate one preset, or reuse a finished training / evaluation."""
     from lipspace.config import choices_from_overrides, compose_train
-    from lipspace.tasks.study import evaluate_run
+    from lipspace.tasks.evaluate import evaluate_run
     from lipspace.tasks.train import train
 
     preset = f"{SPACES[space]} ({space})"
