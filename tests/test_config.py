@@ -51,7 +51,7 @@ def test_every_group_option_composes_and_resolves(override, tmp_path):
 
 def test_all_groups_listed():
     found = {p.name for p in CONF_DIR.iterdir() if p.is_dir() and not p.name.startswith("_")}
-    found -= {"hydra", "budget_renderer"}
+    found -= {"hydra", "budget_renderer", "experiment_renderer"}
     assert found == set(GROUPS), "a new config group must be added to this test"
 
 
@@ -66,6 +66,23 @@ def test_every_budget_renderer_pair_builds(budget, renderer, tmp_path):
     for f in (CONF_DIR / "budget_renderer").glob("*.yaml"):
         b, _, r = f.stem.partition("_")
         assert b in group_options("budget") and r in group_options("renderer"), f"{f} names no budget/renderer"
+    for f in (CONF_DIR / "experiment_renderer").glob("*.yaml"):
+        e, _, r = f.stem.partition("_")
+        assert e in group_options("experiment") and r in group_options("renderer"), f"{f} names no preset/renderer"
+
+
+@pytest.mark.parametrize("budget", group_options("budget"))
+def test_budget_name_is_the_composed_budget(budget, tmp_path):
+    """results rows record budget_name: each budget file names itself, and a study sweep records the budget a run
+    composed (clip_length's sweep once pinned budget_name: tiny whatever budget= said)."""
+    from hydra import compose, initialize_config_dir
+
+    assert compose_train([f"budget={budget}"], tmp_path).budget_name == budget
+    root = Path(__file__).resolve().parents[1]
+    for study in ("conditioning_spaces", "clip_length"):
+        with initialize_config_dir(str(root / "experiments" / study), version_base="1.3"):
+            cfg = compose("sweep_synthetic", overrides=[f"hydra.searchpath=[file://{CONF_DIR}]", f"budget={budget}"])
+        assert cfg.budget_name == budget, study
 
 
 def test_budget_scales_renderer():
@@ -154,8 +171,8 @@ def test_choices_follow_experiment_presets():
 @pytest.mark.parametrize("renderer", group_options("renderer"))
 @pytest.mark.parametrize("experiment", group_options("experiment"))
 def test_every_preset_runs_on_every_renderer(experiment, renderer, tmp_path):
-    """The conditioning-space sweep crosses presets with renderers: a preset's MLP sizes (mlp_field) must not leak
-    into another renderer's constructor."""
+    """The conditioning-space sweep crosses presets with renderers: a preset's MLP sizes
+    (experiment_renderer/<preset>_mlp.yaml) must not leak into another renderer's constructor."""
     from lipspace.tasks.train import build_conditioner
 
     for budget in group_options("budget"):
@@ -164,7 +181,12 @@ def test_every_preset_runs_on_every_renderer(experiment, renderer, tmp_path):
         assert instantiate(cfg.renderer)(cond_dim=cond.out_dim) is not None
     if renderer == "mlp":
         paper = compose_train([f"experiment={experiment}", "renderer=mlp", "budget=paper"], tmp_path / "p")
-        assert paper.renderer.field.hidden == paper.get("mlp_field", {}).get("hidden", 128)
+        paper_hidden = {"adnerf": 256, "dfanerf": 256, "lipnerf": 128, "synctalk": 128}  # synctalk: the default
+        assert (paper.renderer.field.hidden, paper.renderer.field.n_layers) == (paper_hidden[experiment], 8)
+    else:  # the tri-plane keeps its own MLP sizes whichever preset runs on it
+        base = compose_train([f"renderer={renderer}", "budget=paper"], tmp_path / "b")
+        paper = compose_train([f"experiment={experiment}", f"renderer={renderer}", "budget=paper"], tmp_path / "p")
+        assert paper.renderer.field == base.renderer.field
 
 
 def test_sweep_dirs_resolve_before_hydra_config_is_set():
