@@ -4,7 +4,7 @@ PSNR / SSIM. Nothing method-specific lives here."""
 
 from __future__ import annotations
 
-import inspect
+import functools
 import warnings
 from pathlib import Path
 
@@ -15,21 +15,18 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from lipspace.conditioners.base import Conditioner
 from lipspace.errors import LipspaceError
-from lipspace.inference import render_rays_image
+from lipspace.renderers.base import Renderer
 
 
-def _accepts(factory, name: str) -> bool:
-    func = getattr(factory, "func", factory)  # a functools.partial (Hydra _partial_) or a class
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return True
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
-def _name(factory) -> str:
-    func = getattr(factory, "func", factory)
-    return getattr(func, "__name__", type(func).__name__)
+def renderer_class(renderer) -> type[Renderer]:
+    """The Renderer class of a built renderer, a class, or a partial of one (Hydra ``_partial_``)."""
+    if isinstance(renderer, Renderer):
+        return type(renderer)
+    cls = renderer.func if isinstance(renderer, functools.partial) else renderer
+    if not (isinstance(cls, type) and issubclass(cls, Renderer)):
+        raise LipspaceError(f"renderer {renderer!r}: must be a lipspace.renderers.base.Renderer subclass (built, "
+                            "or a partial of one built at the conditioner's width)")
+    return cls
 
 
 def region_spec(conditioner) -> dict:
@@ -71,16 +68,15 @@ class TalkingHeadSystem(L.LightningModule):
         self.conditioner = conditioner
         regions = region_spec(conditioner)
         # the renderer arrives as a Hydra partial so that it can be built at the conditioner's width
-        if not isinstance(renderer, torch.nn.Module):
-            extra = {}
-            if regions:
-                if not _accepts(renderer, "regions"):
-                    raise LipspaceError(f"conditioner '{conditioner.name}' declares regions {sorted(regions)} for "
-                                        f"region attention, which renderer {_name(renderer)} does not implement; use "
-                                        f"renderer=mlp (or a renderer taking `regions`)")
-                extra["regions"] = [(n, sl.start, sl.stop) for n, (sl, _) in regions.items()]
+        cls = renderer_class(renderer)
+        if regions and not cls.supports_regions:
+            raise LipspaceError(f"conditioner '{conditioner.name}' declares regions {sorted(regions)} for region "
+                                f"attention, which renderer {cls.__name__} does not implement (supports_regions is "
+                                "False); use renderer=mlp or renderer=triplane")
+        if not isinstance(renderer, Renderer):
+            extra = {"regions": [(n, sl.start, sl.stop) for n, (sl, _) in regions.items()]} if regions else {}
             renderer = renderer(cond_dim=conditioner.out_dim, **extra)
-        elif regions and not getattr(renderer, "regions", None):
+        elif regions and not renderer.regions:
             raise LipspaceError(f"conditioner '{conditioner.name}' declares regions {sorted(regions)} but the renderer "
                                 "was built without them; pass the renderer as a partial (cond_dim, regions unset)")
         self.renderer = renderer
@@ -98,13 +94,16 @@ class TalkingHeadSystem(L.LightningModule):
         self.val_image_dir = val_image_dir
         self._val_images: list[torch.Tensor] = []
         self.train_chunk_rays = None if train_chunk_rays == "auto" else train_chunk_rays
-        self.automatic_optimization = not (train_chunk_rays and hasattr(self.renderer, "forward_backward"))
+        self.automatic_optimization = not (train_chunk_rays and self.renderer.supports_fused_backward)
         if isinstance(train_chunk_rays, str) and train_chunk_rays != "auto":
             raise LipspaceError(f"model.train_chunk_rays={train_chunk_rays!r}: an integer, 'auto' or null.")
         self.lpips_weight, self.lpips_start_fraction = float(lpips_weight), float(lpips_start_fraction)
         self.lpips_weights = lpips_weights
         self._lpips: list = []  # [module] once loaded, kept out of the state dict and the optimiser
         self._lpips_missing = False
+        if self.lpips_weight > 0 and self.renderer.batch_kind != "rays":
+            raise LipspaceError(f"model.lpips_weight > 0 trains on ray patches; renderer {cls.__name__} draws "
+                                "whole images (batch_kind='images'): set model.lpips_weight=0")
         if self.lpips_weight > 0 and not self.automatic_optimization:
             raise LipspaceError("model.lpips_weight > 0 needs one autograd pass over the batch (the patch loss does "
                                 "not split into ray chunks): set model.train_chunk_rays=null, or use renderer=triplane")
@@ -131,10 +130,10 @@ class TalkingHeadSystem(L.LightningModule):
 
     # -- step-dependent behaviour goes through this one hook (warm-ups, coarse-to-fine, loss stages) --
     def on_train_batch_start(self, batch, batch_idx):
-        for part in (self.conditioner, self.renderer):
-            hook = getattr(part, "update_step", None)
-            if hook is not None:
-                hook(self.global_step)
+        hook = getattr(self.conditioner, "update_step", None)  # TODO(conditioner contract): a declared hook
+        if hook is not None:
+            hook(self.global_step)
+        self.renderer.on_train_step(self.global_step)
 
     def region_outside(self, batch) -> torch.Tensor | None:
         """float [R, n_regions]: 1 where the ray's pixel class lies outside the region's classes (None: no regions)."""
@@ -170,14 +169,15 @@ class TalkingHeadSystem(L.LightningModule):
         self.log_dict(metrics, batch_size=n, sync_dist=False)
 
     def conditions(self, batch) -> torch.Tensor:
+        """The condition rows the renderer takes: one per ray (batch_kind "rays"), one per frame ("images")."""
         per_frame = self.conditioner(batch["inputs"], batch["frame_idx"])
-        return per_frame[batch["ray_frame"]]
+        return per_frame[batch["ray_frame"]] if self.renderer.batch_kind == "rays" else per_frame
 
     def training_step(self, batch, batch_idx):
         if not self.automatic_optimization:
             return self._chunked_training_step(batch)
         cond = self.conditions(batch)
-        out = self.renderer(batch["rays_o"], batch["rays_d"], batch["near"], batch["far"], cond, batch["bg"])
+        out = self.renderer.render(batch, cond)
         target = batch["target"]
         loss = F.mse_loss(out["rgb"], target)
         if "rgb_coarse" in out and self.coarse_loss_weight > 0:
@@ -232,8 +232,8 @@ class TalkingHeadSystem(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         cond = self.conditioner(batch["inputs"], batch["frame_idx"])[0]
-        pred = render_rays_image(self.renderer, batch, cond)
-        target = batch["target"].to(pred)
+        pred = self.renderer.render_frame(batch, cond)
+        target = batch["target"].to(pred).reshape(pred.shape)
         p, t = pred.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None]
         self.log("val/psnr", peak_signal_noise_ratio(p, t, data_range=1.0), batch_size=1, sync_dist=True)
         self.log("val/ssim", structural_similarity_index_measure(p, t, data_range=1.0), batch_size=1, sync_dist=True)
@@ -261,7 +261,7 @@ class TalkingHeadSystem(L.LightningModule):
         (``renderer.param_groups(lr)``, e.g. the tri-plane's hash tables at ``lr_grid``): then the conditioner's
         parameters join the renderer's groups. (One group keeps checkpoints of one-group runs resumable.)"""
         lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
-        groups = self.renderer.param_groups(lr) if hasattr(self.renderer, "param_groups") and lr else []
+        groups = self.renderer.param_groups(lr) if lr else []
         if len(groups) <= 1:
             return [{"params": list(self.parameters())}]
         groups[-1] = {**groups[-1], "params": list(self.conditioner.parameters()) + list(groups[-1]["params"])}

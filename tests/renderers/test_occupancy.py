@@ -73,7 +73,7 @@ def test_renderer_skips_only_empty_space():
     culled.load_state_dict(full.state_dict(), strict=False)
     culled.train()
     culled._recent_cond = cond[:2]
-    culled.update_step(0)  # first update: every cell measured with the untrained field
+    culled.on_train_step(0)  # first update: every cell measured with the untrained field
     culled.eval()
     a, b = full(rays_o, rays_d, near, far, cond, bg), culled(rays_o, rays_d, near, far, cond, bg)
     assert b["kept_fraction"][0] <= a["kept_fraction"][0]
@@ -100,5 +100,5 @@ def test_unconditioned_renderer_updates_its_grid():
     rays_o = torch.tensor([[0.0, 0.0, -3.0]]).repeat(4, 1)
     rays_d = torch.tensor([[0.0, 0.0, 1.0]]).repeat(4, 1)
     r(rays_o, rays_d, torch.full((4,), 2.0), torch.full((4,), 4.0), None, torch.zeros(4, 3))
-    r.update_step(0)
+    r.on_train_step(0)
     assert int(r.grid.n_updates) == 1

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from lipspace.conditioners.base import Conditioner
 from lipspace.errors import LipspaceError
 from lipspace.renderers import MLPField, NeRFRenderer
+from lipspace.renderers.base import VolumeRenderer
 from lipspace.system import TalkingHeadSystem
 
 REGIONS = [("lip", 0, 4), ("exp", 4, 6)]
@@ -184,12 +185,14 @@ def test_missing_ray_class_and_unbuilt_renderer_fail_clearly():
     with pytest.raises(LipspaceError, match="declares regions"):
         TalkingHeadSystem(TwoRegions(), built, optimizer=None)
 
-    class NoRegions(torch.nn.Module):  # a renderer without region attention
-        def __init__(self, cond_dim):
-            super().__init__()
+    class NoRegions(VolumeRenderer):  # a renderer without region attention (supports_regions stays False)
+        def forward(self, rays_o, rays_d, near, far, cond, bg):
+            return {"rgb": bg}
 
     with pytest.raises(LipspaceError, match="renderer NoRegions does not implement"):
         TalkingHeadSystem(TwoRegions(), functools.partial(NoRegions), optimizer=None)
+    with pytest.raises(LipspaceError, match="Renderer subclass"):  # not a Renderer: nothing to ask it
+        TalkingHeadSystem(TwoRegions(), functools.partial(torch.nn.Linear, 2), optimizer=None)
 
 
 def test_chunked_step_matches_one_graph_with_the_region_loss():

@@ -1,4 +1,5 @@
-"""LightningDataModule over one dataset directory: train ray batches, validation frames from the held-out tail."""
+"""LightningDataModule over one dataset directory: training batches of the kind the renderer declares (random-pixel
+rays, or whole frames with their cameras), validation frames from the held-out tail."""
 
 from __future__ import annotations
 
@@ -8,20 +9,26 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lipspace.data.clip import Clip, Split, load_clip, split_frames
-from lipspace.data.sampling import RayBatches, frame_inputs, frame_rays
+from lipspace.data.sampling import ImageBatches, RayBatches, frame_cameras, frame_inputs, frame_rays
 from lipspace.errors import LipspaceError
+
+BATCH_KINDS = ("rays", "images")  # lipspace.renderers.base.Renderer.batch_kind
 
 
 class _ValFrames(Dataset):
-    def __init__(self, clip: Clip, idx: np.ndarray, inputs: dict[str, int], downscale: int):
+    def __init__(self, clip: Clip, idx: np.ndarray, inputs: dict[str, int], downscale: int, batch_kind: str = "rays"):
         self.clip, self.idx, self.inputs, self.downscale = clip, idx, inputs, downscale
+        self.batch_kind = batch_kind
 
     def __len__(self):
         return len(self.idx)
 
     def __getitem__(self, k):
         i = int(self.idx[k])
-        out = frame_rays(self.clip, i, self.downscale)
+        if self.batch_kind == "rays":
+            out = frame_rays(self.clip, i, self.downscale)
+        else:
+            out = frame_cameras(self.clip, [i], self.downscale)
         out["frame_idx"] = torch.tensor([i])
         out["inputs"] = frame_inputs(self.clip, [i], self.inputs)
         return out
@@ -32,7 +39,10 @@ class TalkingHeadDataModule(L.LightningDataModule):
                  rays_per_batch: int = 1024, frames_per_batch: int = 4, head_fraction: float = 0.5,
                  steps_per_epoch: int = 100, val_frames: int = 2, val_downscale: int = 2, seed: int = 0,
                  synthetic: dict | None = None, gt_background_classes: tuple[int, ...] = (9,),
-                 bounds: str = "head_bounds", patch_size: int = 0):
+                 bounds: str = "head_bounds", patch_size: int = 0, batch_kind: str = "rays"):
+        """``batch_kind``: the training batches to make, as the renderer declares (``set_batch_kind``; the train
+        task sets it from the renderer): "rays" (``rays_per_batch`` random pixels of ``frames_per_batch`` frames)
+        or "images" (``frames_per_batch`` whole frames with their cameras)."""
         super().__init__()
         # `synthetic`: generator parameters; the dataset at `root` is generated (and cached) on first use
         self.synthetic = dict(synthetic) if synthetic else None
@@ -48,7 +58,19 @@ class TalkingHeadDataModule(L.LightningDataModule):
         self.clip: Clip | None = None
         self.split: Split | None = None
         self.inputs: dict[str, int] = {}
-        self._train: RayBatches | None = None
+        self._train: RayBatches | ImageBatches | None = None
+        self.batch_kind = "rays"
+        self.set_batch_kind(batch_kind)
+
+    def set_batch_kind(self, kind: str) -> None:
+        """Make training batches of ``kind`` (a renderer's ``batch_kind``) from now on."""
+        if kind not in BATCH_KINDS:
+            raise LipspaceError(f"batch kind {kind!r}: the data module makes {' or '.join(BATCH_KINDS)} batches")
+        if kind == "images" and self.patch_size:
+            raise LipspaceError(f"data.patch_size={self.patch_size}: patches are rays of a ray batch; a renderer "
+                                "drawing whole images (batch_kind='images') trains on whole frames: set 0")
+        if kind != self.batch_kind:
+            self.batch_kind, self._train = kind, None
 
     def load(self) -> "TalkingHeadDataModule":
         """Load the clip once (idempotent): the train task needs n_frames before building the conditioner."""
@@ -92,7 +114,10 @@ class TalkingHeadDataModule(L.LightningDataModule):
         self.load()
 
     def train_dataloader(self):
-        if self._train is None:
+        if self._train is None and self.batch_kind == "images":
+            self._train = ImageBatches(self.clip, self.split.train, self.inputs, self.frames_per_batch,
+                                       self.steps_per_epoch, self.seed)
+        elif self._train is None:
             self._train = RayBatches(self.clip, self.split.train, self.inputs, self.rays_per_batch,
                                      self.frames_per_batch, self.head_fraction, self.steps_per_epoch, self.seed,
                                      self.patch_size)
@@ -104,5 +129,5 @@ class TalkingHeadDataModule(L.LightningDataModule):
         return pool[pick]
 
     def val_dataloader(self):
-        ds = _ValFrames(self.clip, self.val_indices(), self.inputs, self.val_downscale)
+        ds = _ValFrames(self.clip, self.val_indices(), self.inputs, self.val_downscale, self.batch_kind)
         return DataLoader(ds, batch_size=None, num_workers=0)

@@ -1,4 +1,5 @@
-"""Ray batches for training (random pixels of a few frames) and whole-frame ray sets for validation/eval/render."""
+"""Training batches of the two kinds a renderer may declare (random-pixel ray batches; whole frames with their
+cameras) and one whole frame of either kind for validation/eval/render."""
 
 from __future__ import annotations
 
@@ -203,3 +204,48 @@ def frame_rays(clip: Clip, idx: int, downscale: int = 1) -> dict:
         bg = F.avg_pool2d(bg, downscale)
     return {"rays_o": rays_o[0], "rays_d": rays_d[0], "near": near, "far": far,
             "bg": bg[0].permute(1, 2, 0).reshape(-1, 3), "target": target[0].permute(1, 2, 0), "hw": (hh, ww)}
+
+
+def frame_cameras(clip: Clip, idx, downscale: int = 1) -> dict:
+    """Whole frames ``idx`` (a list / 1-D tensor of F indices) with their cameras, for renderers that draw images:
+    pose [F,4,4] (head -> camera), intrinsics [F,4] (fx, fy, cx, cy at 1/downscale resolution), target and bg
+    [F,h,w,3] (area-downscaled) and hw."""
+    idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+    target = clip.frames[idx].permute(0, 3, 1, 2).float() / 255.0
+    bg = clip.frame_background(idx).permute(0, 3, 1, 2)
+    if downscale > 1:
+        h, w = clip.hw
+        hh, ww = h // downscale, w // downscale  # as full_frame_pixels: whole blocks only
+        target = F.avg_pool2d(target[..., :hh * downscale, :ww * downscale], downscale)
+        bg = F.avg_pool2d(bg[..., :hh * downscale, :ww * downscale], downscale)
+    hh, ww = target.shape[-2:]
+    intrinsics = (clip.intrinsics / downscale).expand(len(idx), 4).clone()  # pixel (i + 0.5) here: (i + 0.5) * ds
+    return {"pose": clip.pose[idx], "intrinsics": intrinsics,
+            "target": target.permute(0, 2, 3, 1), "bg": bg.permute(0, 2, 3, 1).float(), "hw": (hh, ww)}
+
+
+class ImageBatches(IterableDataset):
+    """Endless-per-epoch stream of whole-frame batches (batch_kind "images"): ``frames_per_batch`` random training
+    frames, their cameras (``frame_cameras``), frame indices and conditioner inputs (one condition per frame)."""
+
+    def __init__(self, clip: Clip, train_idx: np.ndarray, inputs: dict[str, int], frames_per_batch: int,
+                 steps_per_epoch: int, seed: int, downscale: int = 1):
+        self.clip, self.train_idx, self.inputs = clip, torch.as_tensor(train_idx), inputs
+        self.frames_per_batch, self.steps_per_epoch = min(frames_per_batch, len(train_idx)), steps_per_epoch
+        self.seed, self.downscale, self.epoch = seed, downscale, 0
+
+    def __len__(self):
+        return self.steps_per_epoch
+
+    def __iter__(self):
+        dist = torch.distributed
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7919 + rank)  # as RayBatches
+        self.epoch += 1
+        for _ in range(self.steps_per_epoch):
+            yield self.sample(g)
+
+    def sample(self, g: torch.Generator) -> dict:
+        fidx = self.train_idx[torch.randperm(len(self.train_idx), generator=g)[:self.frames_per_batch]]
+        return {"frame_idx": fidx, "inputs": frame_inputs(self.clip, fidx, self.inputs),
+                **frame_cameras(self.clip, fidx, self.downscale)}

@@ -6,26 +6,29 @@ import contextlib
 import functools
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from lipspace.renderers.base import ChunkLoss, Outputs, VolumeRenderer
 from lipspace.renderers.volume import composite_real, sample_pdf, stratified_samples
-
-Outputs = dict[str, torch.Tensor]
-ChunkLoss = Callable[[Outputs, slice], torch.Tensor]
 
 # forward_backward's default chunk holds about this many activation values per layer (~6 MB float32):
 # measured best on the 2-core CPU machines for 4x64 (512 rays), 8x128 (64-128) and 8x256 (32) fields.
 TRAIN_CHUNK_ACTIVATIONS = 1_500_000
 
 
-class NeRFRenderer(nn.Module):
+class NeRFRenderer(VolumeRenderer):
     """Coarse + fine hierarchical sampling, two fields built from one factory (NeRF / AD-NeRF).
 
     Knows rays, near/far, a per-ray condition and a per-ray background colour; nothing about where they
     come from. The fine pass evaluates coarse + importance samples together, sorted, as NeRF does.
+    Provides the fused ``forward_backward`` and region attention.
     """
+
+    supports_fused_backward: ClassVar[bool] = True
+    supports_regions: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -43,21 +46,16 @@ class NeRFRenderer(nn.Module):
         """``regions``: column ranges of the condition with region attention (``[(name, start, stop)]``, from a
         conditioner that declares them); the fields gate them per point and the outputs gain ``region_att``
         (and ``region_att_coarse``) [R, n_regions]: each region's gate magnitude composited along the ray."""
-        super().__init__()
+        super().__init__(cond_dim)
         if n_coarse < 3 and n_fine > 0:
             raise ValueError(f"NeRFRenderer needs n_coarse >= 3 to place fine samples, got {n_coarse}")
-        self.cond_dim = cond_dim
         self.n_coarse = n_coarse
         self.n_fine = n_fine
         self.perturb = perturb
         self.raw_noise_std = raw_noise_std
         self.eval_chunk_rays = eval_chunk_rays
-        if regions:
-            from lipspace.renderers.fields.region_attention import normalise_regions
-
-            regions = normalise_regions(regions, cond_dim)
-            field = functools.partial(field, regions=regions)
-        self.regions = tuple(regions) if regions else ()
+        if self.declare_regions(regions):
+            field = functools.partial(field, regions=self.regions)
         self.coarse = field(cond_dim=cond_dim)
         self.fine = field(cond_dim=cond_dim) if n_fine > 0 else None
         if train_chunk_rays is None:

@@ -4,42 +4,43 @@ empty space skipped by an occupancy grid.
 Rays march ``n_samples`` stratified steps between near and far (plus the background sample at far, as the MLP
 renderer does); samples outside the scene box or in cells the occupancy grid marks empty are not evaluated
 (sigma = 0 there), so the field runs only on the kept samples, flattened. The scene box is the cube around the
-dataset's bounds sphere (``set_scene``, called by the train task; stored in the checkpoint). The occupancy grid is
-refreshed every ``occupancy.update_every`` steps through the system's step hook (``update_step``), with the
+dataset's bounds sphere (``setup_scene``, called by the train task; stored in the checkpoint). The occupancy grid is
+refreshed every ``occupancy.update_every`` steps through the system's step hook (``on_train_step``), with the
 densities under the conditions of the latest training batch (max over its frames).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from lipspace.errors import LipspaceError
+from lipspace.renderers.base import Outputs, VolumeRenderer
 from lipspace.renderers.occupancy import OccupancyGrid
 from lipspace.renderers.volume import composite_real, stratified_samples
 
-Outputs = dict[str, torch.Tensor]
 
+class TriPlaneRenderer(VolumeRenderer):
+    """One ray-marching pass through a tri-plane hash field; own learning rate for the hash tables, occupancy
+    refresh in the step hook, scene box from the dataset's bounds; region attention."""
 
-class TriPlaneRenderer(nn.Module):
+    supports_regions: ClassVar[bool] = True
+
     def __init__(self, field: Callable[..., nn.Module], cond_dim: int, n_samples: int = 64, perturb: bool = True,
                  eval_chunk_rays: int = 4096, occupancy: dict | None = None, lr_grid: float | None = None,
                  regions=None):
         """``occupancy``: {resolution, update_every, decay, threshold, explore_fraction} or None/``enabled:
         false`` to evaluate every sample; ``lr_grid``: learning rate of the hash tables (SyncTalk: 1e-2 with
         1e-3 for the MLPs), used by ``param_groups``; None keeps the optimiser's single rate."""
-        super().__init__()
+        super().__init__(cond_dim)
         if n_samples < 2:
             raise LipspaceError(f"TriPlaneRenderer needs n_samples >= 2, got {n_samples}")
-        self.cond_dim, self.n_samples, self.perturb = cond_dim, n_samples, perturb
+        self.n_samples, self.perturb = n_samples, perturb
         self.eval_chunk_rays, self.lr_grid = eval_chunk_rays, lr_grid
-        if regions:  # region attention gated by the point's tri-plane features (SyncTalk)
-            from lipspace.renderers.fields.region_attention import normalise_regions
-
-            regions = normalise_regions(regions, cond_dim)
-        self.regions = tuple(regions) if regions else ()
+        self.declare_regions(regions)  # region attention gated by the point's tri-plane features (SyncTalk)
         self.field = field(cond_dim=cond_dim, regions=self.regions) if self.regions else field(cond_dim=cond_dim)
         occ = dict(occupancy or {})
         self.occupancy_enabled = bool(occ.pop("enabled", occupancy is not None))
@@ -51,6 +52,10 @@ class TriPlaneRenderer(nn.Module):
         self._recent_cond: torch.Tensor | None = None
 
     # -- scene box ------------------------------------------------------------------------------------------
+    def setup_scene(self, clip) -> None:
+        """The scene box around the dataset's bounds sphere (``clip.bounds``)."""
+        self.set_scene(*clip.bounds)
+
     def set_scene(self, center, radius: float) -> None:
         """The cube around the bounds sphere (center [3], radius) in head space; builds the occupancy grid."""
         self.scene_center.copy_(torch.as_tensor(center, dtype=torch.float32).reshape(3))
@@ -66,8 +71,8 @@ class TriPlaneRenderer(nn.Module):
 
     def normalise(self, pts: torch.Tensor) -> torch.Tensor:
         if float(self.scene_half) <= 0:
-            raise LipspaceError("TriPlaneRenderer: the scene box is not set (set_scene(center, radius) from the "
-                                "dataset bounds; the train task does this)")
+            raise LipspaceError("TriPlaneRenderer: the scene box is not set (setup_scene(clip), or set_scene(center, "
+                                "radius) from the dataset bounds; the train task does this)")
         return (pts - self.scene_center) / (2 * self.scene_half) + 0.5
 
     # -- optimisation ---------------------------------------------------------------------------------------
@@ -79,7 +84,7 @@ class TriPlaneRenderer(nn.Module):
             return [{"params": tables + rest}]
         return [{"params": tables, "lr": self.lr_grid}, {"params": rest, "lr": lr}]
 
-    def update_step(self, step: int) -> None:
+    def on_train_step(self, step: int) -> None:
         """Occupancy refresh every ``update_every`` steps (the system's step hook)."""
         if self.grid is None or not self.training or step % self.update_every or self._recent_cond is None:
             return
@@ -130,10 +135,3 @@ class TriPlaneRenderer(nn.Module):
             out["region_att"] = torch.einsum("rs,rsk->rk", weights[:, :-1], att)
         out["kept_fraction"] = keep.float().mean().expand(n_rays)
         return out
-
-    @torch.no_grad()
-    def render_chunked(self, rays_o, rays_d, near, far, cond, bg) -> Outputs:
-        n, step = rays_o.shape[0], self.eval_chunk_rays
-        chunks = [self(rays_o[s:s + step], rays_d[s:s + step], near[s:s + step], far[s:s + step],
-                       None if cond is None else cond[s:s + step], bg[s:s + step]) for s in range(0, n, step)]
-        return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}

@@ -65,9 +65,15 @@ def build_system(cfg: DictConfig, datamodule, output_dir: Path | None = None, pr
     renderer = _instantiate(cfg.renderer)
     val_dir = str(output_dir / "val") if output_dir is not None else None
     system = _instantiate(cfg.model, conditioner=conditioner, renderer=renderer, val_image_dir=val_dir)
-    if hasattr(system.renderer, "set_scene"):  # renderers that normalise space to a box (tri-plane hash grids)
-        system.renderer.set_scene(*datamodule.clip.bounds)
+    connect_renderer(system.renderer, datamodule)
     return system
+
+
+def connect_renderer(renderer, datamodule) -> None:
+    """The renderer takes what it needs from the scene (e.g. the tri-plane's box around the bounds), and the data
+    module makes the training batches it declares (rays or whole images)."""
+    renderer.setup_scene(datamodule.clip)
+    datamodule.set_batch_kind(renderer.batch_kind)
 
 
 def resolve_resume(cfg: DictConfig, output_dir: Path) -> str | None:
@@ -141,7 +147,7 @@ def write_prepare_info(conditioner, out: Path) -> dict:
 # holding the post-step state are exactly what a resumed run needs.
 _IGNORED_WARNINGS = (".*IterableDataset.*has .__len__. defined.*", "Using ModelCheckpoint with manual optimization.*",
                      ".*does not have many workers.*", ".*LeafSpec.*is deprecated.*",
-                     ".*module\(s\) in eval mode.*")  # conditioners freeze pre-trained parts in eval mode
+                     r".*module\(s\) in eval mode.*")  # conditioners freeze pre-trained parts in eval mode
 
 
 def train(cfg: DictConfig, output_dir: str | Path, choices: dict | None = None) -> dict:
