@@ -31,7 +31,7 @@ def renderer_class(renderer) -> type[Renderer]:
 
 def region_spec(conditioner) -> dict:
     """A conditioner's declared regions ``{name: (slice of its output c, parsing classes)}``, checked; {} if none."""
-    regions = dict(getattr(conditioner, "regions", None) or {})
+    regions = dict(conditioner.regions or {})
     for name, spec in regions.items():
         try:
             sl, classes = spec
@@ -130,9 +130,7 @@ class TalkingHeadSystem(L.LightningModule):
 
     # -- step-dependent behaviour goes through this one hook (warm-ups, coarse-to-fine, loss stages) --
     def on_train_batch_start(self, batch, batch_idx):
-        hook = getattr(self.conditioner, "update_step", None)  # TODO(conditioner contract): a declared hook
-        if hook is not None:
-            hook(self.global_step)
+        self.conditioner.update_step(self.global_step)
         self.renderer.on_train_step(self.global_step)
 
     def region_outside(self, batch) -> torch.Tensor | None:

@@ -28,6 +28,9 @@ class Conditioner(nn.Module):
     # True where generate_motion() makes head poses and blinks from the audio (DFA-NeRF's GP-VAE): renders driven by
     # audio then use the generated poses, and evaluation adds the motion metrics to the audio-driven row
     generates_motion: ClassVar[bool] = False
+    # region attention (SyncTalk's facial-aware masking): {name: (slice of the output c, parsing classes)}, {} for none;
+    # a renderer with supports_regions gates those columns per point (lipspace.system.region_spec checks them)
+    regions: dict = {}
 
     def __init__(self, inputs: dict[str, int], out_dim: int | None = None):
         super().__init__()
@@ -105,6 +108,10 @@ class Conditioner(nn.Module):
             yield self
         finally:
             self._drive_by_audio = False
+
+    def update_step(self, step: int) -> None:
+        """Called by the system before every training step with the global step (step-dependent behaviour, e.g. an
+        attention net switched on after a warm-up). Default: nothing."""
 
     def prepare(self, clip, train_idx) -> None:
         """Stage-wise pre-training that must precede the NeRF (e.g. DFA-NeRF's landmark autoencoder, its
