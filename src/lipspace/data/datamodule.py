@@ -53,7 +53,8 @@ class TalkingHeadDataModule(L.LightningDataModule):
         self.bounds_key = bounds
         self.root, self.clip_seconds, self.test_fraction = root, clip_seconds, test_fraction
         self.rays_per_batch, self.frames_per_batch, self.head_fraction = rays_per_batch, frames_per_batch, head_fraction
-        self.steps_per_epoch, self.val_frames, self.val_downscale, self.seed = steps_per_epoch, val_frames, val_downscale, seed
+        self.steps_per_epoch, self.seed = steps_per_epoch, seed
+        self.val_frames, self.val_downscale = val_frames, val_downscale
         self.patch_size = patch_size  # > 0: each batch also carries one patch_size^2 patch (LPIPS refinement stage)
         self.clip: Clip | None = None
         self.split: Split | None = None
