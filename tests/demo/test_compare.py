@@ -15,7 +15,8 @@ def _results():
     return pd.DataFrame([
         {"eval_set": "heldout/utt_00", "driver": "audio", "psnr": 30.0, "mouth_psnr": 25.0, "lmd": 1.0,
          "lip_open_corr": 0.5, "n_frames": 100, "baseline_mean_frame_psnr": 27.0,
-         "baseline_mean_frame_mouth_psnr": 22.0, "lse_c_local": 3.0, "lse_c_local_gt": 6.0, "lse_status": "not computed: offline"},
+         "baseline_mean_frame_mouth_psnr": 22.0, "lse_c_local": 3.0, "lse_c_local_gt": 6.0,
+         "lse_status": "not computed: offline"},
         {"eval_set": "heldout/utt_01", "driver": "audio", "psnr": 32.0, "mouth_psnr": 27.0, "lmd": 2.0,
          "lip_open_corr": 0.7, "n_frames": 100, "baseline_mean_frame_psnr": 27.0,
          "baseline_mean_frame_mouth_psnr": 22.0, "lse_c_local": 5.0, "lse_c_local_gt": 7.0,

@@ -1,6 +1,6 @@
-"""The demos. ``run_compare`` (``make demo``): the four conditioning spaces trained and compared on the synthetic talking
-head (lipspace.demo.compare). ``run_walkthrough`` (``make demo-lipnerf``): one space, LipNeRF on the MLP renderer,
-evaluated with its oracle and audio drivers. Re-running either reuses the dataset and the finished runs."""
+"""The demos. ``run_compare`` (``make demo``): the four conditioning spaces trained and compared on the synthetic
+talking head (lipspace.demo.compare). ``run_walkthrough`` (``make demo-lipnerf``): one space, LipNeRF on the MLP
+renderer, evaluated with its oracle and audio drivers. Re-running either reuses the dataset and the finished runs."""
 
 from __future__ import annotations
 
@@ -94,7 +94,8 @@ def run_compare(extra_overrides: list[str] | None = None, output_dir: str = "out
 
 
 def run_walkthrough(extra_overrides: list[str] | None = None, output_dir: str = "outputs/demo_lipnerf") -> dict:
-    """LipNeRF alone on the MLP renderer: train, evaluate on one held-out utterance (oracle and audio drivers), render."""
+    """LipNeRF alone on the MLP renderer: train, evaluate on one held-out utterance (oracle and audio drivers),
+    render."""
     from lipspace.tasks.evaluate import evaluate
     from lipspace.tasks.report import results_table
     from lipspace.tasks.train import train
