@@ -12,7 +12,7 @@ from lipspace.conditioners.expression import ExpressionConditioner
 from lipspace.data.datamodule import TalkingHeadDataModule
 from lipspace.renderers.base import Rasteriser, Renderer, VolumeRenderer
 from lipspace.system import TalkingHeadSystem
-from lipspace.tasks.train import connect_renderer
+from lipspace.build import connect_renderer
 
 
 class ConditionedColour(VolumeRenderer):
