@@ -70,7 +70,7 @@ def train_curve(renderer: str, steps: int, every: int, n_frames: int, downscale:
 
     from lipspace.config import compose_train
     from lipspace.data.sampling import frame_inputs
-    from lipspace.tasks.train import build_system
+    from lipspace.build import build_system
 
     cfg = compose_train([f"renderer={renderer}", "budget=tiny", f"trainer.max_steps={steps}", "logger=none",
                          "trainer.enable_progress_bar=false", *extra], tempfile.mkdtemp())

@@ -30,7 +30,7 @@ def test_every_group_option_composes_and_resolves(override, tmp_path):
     check_config(cfg)
     group, opt = override.split("=")
     if group == "conditioner":
-        from lipspace.tasks.train import build_conditioner
+        from lipspace.build import build_conditioner
 
         cond = build_conditioner(cfg, n_frames=10)
         renderer = instantiate(cfg.renderer)(cond_dim=cond.out_dim)
@@ -173,7 +173,7 @@ def test_choices_follow_experiment_presets():
 def test_every_preset_runs_on_every_renderer(experiment, renderer, tmp_path):
     """The conditioning-space sweep crosses presets with renderers: a preset's MLP sizes
     (experiment_renderer/<preset>_mlp.yaml) must not leak into another renderer's constructor."""
-    from lipspace.tasks.train import build_conditioner
+    from lipspace.build import build_conditioner
 
     for budget in group_options("budget"):
         cfg = compose_train([f"experiment={experiment}", f"renderer={renderer}", f"budget={budget}"], tmp_path / "r")

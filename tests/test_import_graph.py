@@ -1,6 +1,6 @@
 """The package's import graph, read from the source with ast (every ``import lipspace...`` statement, at module
-level and inside functions): audio/ never imports av/, the task modules do not import each other, and no cycle
-runs through module-level imports (between modules or between packages)."""
+level and inside functions): audio/ never imports av/, the task modules do not import each other (nor does the
+library import them), and no cycle runs through module-level imports (between modules or between packages)."""
 
 from __future__ import annotations
 
@@ -95,15 +95,19 @@ def test_audio_never_imports_av():
     assert not bad, f"audio/ imports av/: {bad}"
 
 
-# Shared code lives outside tasks/ (lipspace.runs, lipspace.playback, lipspace.results_table); workflows that chain
-# tasks (the demos) live in lipspace.demo, above them.
-KNOWN_TASK_IMPORTS: set[tuple[str, str]] = set()
-
-
 def test_tasks_do_not_import_each_other():
-    found = {(m, t) for m, imps in IMPORTS.items() if m.startswith("lipspace.tasks.")
-             for t, _ in imps if t.startswith("lipspace.tasks.") and t != m}
-    assert found <= KNOWN_TASK_IMPORTS, f"a task imports another task: {sorted(found - KNOWN_TASK_IMPORTS)}"
+    """What two tasks share lives outside tasks/ (lipspace.build, runs, playback, results_table); workflows that
+    chain tasks (the demos) live in lipspace.demo, above them."""
+    found = sorted((m, t) for m, imps in IMPORTS.items() if m.startswith("lipspace.tasks.")
+                   for t, _ in imps if t.startswith("lipspace.tasks.") and t != m)
+    assert not found, f"a task imports another task: {found}"
+
+
+def test_only_entry_points_and_workflows_import_tasks():
+    """The library never reaches up into a task: only the command lines (cli/) and the demo workflow (demo/) do."""
+    found = sorted((m, t) for m, imps in IMPORTS.items() if _package(m) not in ("tasks", "cli", "demo")
+                   for t, _ in imps if _package(t) == "tasks")
+    assert not found, f"library modules import tasks: {found}"
 
 
 @pytest.mark.parametrize("level", ["module", "package"])

@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from lipspace.build import build_system
 from lipspace.errors import LipspaceError
 
 
@@ -20,8 +21,6 @@ def is_run(path: Path) -> bool:
 
 def load_run(run_dir, ckpt: str = "last"):
     """Rebuild datamodule + system from <run_dir>/config.yaml and load a checkpoint's weights."""
-    from lipspace.tasks.train import build_system
-
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():

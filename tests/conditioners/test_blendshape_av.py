@@ -82,7 +82,7 @@ def test_synctalk_with_a_named_but_missing_ave_checkpoint_fails_at_start_up(tiny
     from hydra.utils import instantiate
 
     from lipspace.config import compose_train
-    from lipspace.tasks.train import build_system
+    from lipspace.build import build_system
 
     missing = tmp_path / "no_ave.pt"
     monkeypatch.setenv("LIPSPACE_AVE_WEIGHTS", str(missing))

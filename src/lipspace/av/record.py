@@ -1,7 +1,7 @@
 """What a run uses as its AVE checkpoint, and the record of it: given weights, else the automatic stage.
 
 Who asks: the ``ave`` audio backend (``experiment=synctalk``; :func:`resolve_audio_inputs`, called by
-``lipspace.tasks.train.build_system``) and the local LSE columns of the evaluation (:func:`expert_for_metric`,
+``lipspace.build.build_system``) and the local LSE columns of the evaluation (:func:`expert_for_metric`,
 called by ``lipspace.tasks.evaluate``). A checkpoint counts as given when it is named (the backend's
 ``weights`` / ``evaluation.metrics.ave_weights``), in ``$LIPSPACE_AVE_WEIGHTS``, or present at
 ``$LIPSPACE_CACHE/ave_local.pt`` (what ``python -m lipspace.av.train`` writes by default); those always win.

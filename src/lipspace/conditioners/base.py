@@ -44,6 +44,12 @@ class Conditioner(nn.Module):
         self._out_dim = out_dim
         self.proj: nn.Module = nn.Identity()
 
+    @classmethod
+    def data_kwargs(cls, n_frames: int) -> dict:
+        """Constructor arguments that come from the loaded dataset rather than the config (``build_conditioner``
+        passes them), e.g. the number of training frames for per-frame latent codes. Default: none."""
+        return {}
+
     def _build_projection(self) -> None:
         """Call at the end of a subclass __init__, once raw_dim is known."""
         if self._out_dim is not None:

@@ -85,6 +85,10 @@ class ExpressionConditioner(Conditioner):
             self.register_buffer("prepared", torch.tensor(False))
         self._build_projection()
 
+    @classmethod
+    def data_kwargs(cls, n_frames: int) -> dict:
+        return {"n_frames": n_frames}  # one latent code per frame of the dataset
+
     @property
     def raw_dim(self) -> int:
         return self.expr_dim + self.latent_dim

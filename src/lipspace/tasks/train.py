@@ -2,78 +2,20 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import warnings
 from pathlib import Path
 
 import lightning as L
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from lipspace.build import build_system
 from lipspace.config import check_config
 from lipspace.loggers import finish_wandb
 
 log = logging.getLogger(__name__)
-
-
-def _instantiate(node, **kwargs):
-    """hydra.utils.instantiate, re-raising a LipspaceError from the constructor as itself (one clear line) rather
-    than inside Hydra's InstantiationException."""
-    from hydra.errors import InstantiationException
-
-    from lipspace.errors import LipspaceError
-
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as e:
-        cause = e.__cause__
-        while cause is not None and not isinstance(cause, LipspaceError):
-            cause = cause.__cause__
-        if cause is not None:
-            raise cause from None
-        raise
-
-
-def build_conditioner(cfg: DictConfig, n_frames: int):
-    cls = get_class(cfg.conditioner._target_)
-    extra = {"n_frames": n_frames} if "n_frames" in inspect.signature(cls.__init__).parameters else {}
-    return _instantiate(cfg.conditioner, **extra)
-
-
-def build_system(cfg: DictConfig, datamodule, output_dir: Path | None = None, prepare: bool = True,
-                 run_dir: Path | None = None):
-    """Instantiate conditioner (checked against the dataset), renderer and system; used by train and eval.
-    ``prepare=False`` skips the conditioner's pre-training (eval: the checkpoint about to be loaded carries it).
-    An ``ave`` audio input gets its checkpoint here (lipspace.av.record: given weights, else the local sync expert
-    trained on the training frames), recorded in ``run_dir`` (default ``output_dir``); with ``prepare=False`` the
-    checkpoint recorded there is used, so held-out utterances and dubs get the features the model trained on."""
-    from lipspace.audio.inputs import AudioInput
-
-    conditioner = build_conditioner(cfg, datamodule.n_frames)
-    if any(AudioInput.of(s).backend == "ave" for s in conditioner.audio_inputs.values()):
-        from lipspace.av.record import resolve_audio_inputs
-
-        conditioner.audio_inputs = resolve_audio_inputs(conditioner.audio_inputs, datamodule, cfg.get("ave"),
-                                                        run_dir if run_dir is not None else output_dir,
-                                                        use_record=not prepare)
-    datamodule.attach_audio(conditioner.audio_inputs, conditioner.inputs, conditioner.name)
-    datamodule.check_inputs(conditioner.inputs, conditioner.name)
-    if prepare:
-        conditioner.prepare(datamodule.clip, datamodule.split.train)
-    renderer = _instantiate(cfg.renderer)
-    val_dir = str(output_dir / "val") if output_dir is not None else None
-    system = _instantiate(cfg.model, conditioner=conditioner, renderer=renderer, val_image_dir=val_dir)
-    connect_renderer(system.renderer, datamodule)
-    return system
-
-
-def connect_renderer(renderer, datamodule) -> None:
-    """The renderer takes what it needs from the scene (e.g. the tri-plane's box around the bounds), and the data
-    module makes the training batches it declares (rays or whole images)."""
-    renderer.setup_scene(datamodule.clip)
-    datamodule.set_batch_kind(renderer.batch_kind)
 
 
 def resolve_resume(cfg: DictConfig, output_dir: Path) -> str | None:
