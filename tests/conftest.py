@@ -79,13 +79,6 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return make_tiny_dataset(tmp_path_factory.mktemp("tiny") / "ds")
 
 
-# CPU-second sizes of the lipblink conditioner's prepared stages (landmark AE, audio encoder, GP-VAE) for tests
-TINY_LIPBLINK_CONDITIONER = ["conditioner.audio.window=8", "conditioner.ae_steps=40", "conditioner.ae_batch=32",
-                             "conditioner.sync_steps=20", "conditioner.sync_batch=16", "conditioner.blink_steps=20",
-                             "conditioner.gp_steps=5", "conditioner.gp_batch=2", "conditioner.gp.model_dim=16",
-                             "conditioner.gp.heads=2", "conditioner.gp.layers=1"]
-
-
 # ------------------------------------------------------------------------------------------ prepared real clips
 # The shared real clips (../shared/assets/video), with the audio offsets measured on them (their audio is that many
 # seconds late: lipspace.prep.avsync / tests/av/test_sync.py).

@@ -65,7 +65,7 @@ def test_demo_compares_the_four_spaces_end_to_end_and_reuses_finished_runs(tiny_
     from lipspace.eval.montage import LABEL_PX
     from lipspace.eval.video import read_video
     from lipspace.demo.run import run_compare
-    from conftest import TINY_LIPBLINK_CONDITIONER
+    from tiny_sizes import TINY_LIPBLINK_CONDITIONER
 
     common = ["data=dir", f"data.root={tiny_dataset}", "debug=fast", "logger=csv", "trainer.max_steps=6",
               "ave.steps=12", "ave.batch=8", "ave.width=4", "ave.crop_hw=[16,32]", "evaluation.metrics.lpips=false",

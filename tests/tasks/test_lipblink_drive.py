@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import TINY_LIPBLINK_CONDITIONER
+from tiny_sizes import TINY_LIPBLINK_CONDITIONER
 
 from lipspace.config import compose_train
 from lipspace.tasks.evaluate import evaluate
