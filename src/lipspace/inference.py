@@ -5,18 +5,7 @@ from __future__ import annotations
 import torch
 
 from lipspace.data.clip import Clip
-from lipspace.data.sampling import frame_rays
-
-
-@torch.no_grad()
-def render_rays_image(renderer, rays: dict, cond: torch.Tensor) -> torch.Tensor:
-    """Render the rays of one frame (as made by ``frame_rays``) with condition ``cond`` [C] -> image [h,w,3]."""
-    device = cond.device
-    n = rays["rays_o"].shape[0]
-    out = renderer.render_chunked(rays["rays_o"].to(device), rays["rays_d"].to(device), rays["near"].to(device),
-                                  rays["far"].to(device), cond[None].expand(n, -1), rays["bg"].to(device))
-    h, w = rays["hw"]
-    return out["rgb"].clamp(0, 1).reshape(h, w, 3)
+from lipspace.data.sampling import whole_frame
 
 
 @torch.no_grad()
@@ -36,5 +25,6 @@ def render_sequence(conditioner, renderer, clip: Clip, inputs: dict[str, torch.T
         step_inputs = {name: v[k : k + 1].to(device) for name, v in inputs.items()}
         fidx = None if frame_idx is None else torch.as_tensor([frame_idx[k]], device=device)
         cond = conditioner(step_inputs, fidx)[0]
-        rays = frame_rays(clip, int(i), downscale)
-        yield int(i), render_rays_image(renderer, rays, cond).cpu(), rays["target"]
+        frame = whole_frame(clip, int(i), downscale, renderer.batch_kind)
+        pred = renderer.render_frame(frame, cond)
+        yield int(i), pred.cpu(), frame["target"].reshape(pred.shape)

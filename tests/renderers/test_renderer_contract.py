@@ -130,3 +130,23 @@ def test_image_renderer_trains_on_camera_batches(tiny_dataset, tmp_path):
     loss1 = torch.nn.functional.mse_loss(r.render(batch, system.conditions(batch))["rgb"], batch["target"]).item()
     assert loss1 < loss0
     assert "val/psnr" in trainer.callback_metrics and list((tmp_path / "val").glob("*.png"))
+
+
+def test_image_renderer_renders_sequences_for_evaluation(tiny_dataset, tmp_path):
+    """The path evaluation and rendering use (inference.render_sequence) draws whole frames through the renderer's
+    own render_frame, for image renderers too."""
+    from lipspace.data.sampling import frame_inputs
+    from lipspace.inference import render_sequence
+
+    dm = _datamodule(tiny_dataset)
+    system = TalkingHeadSystem(ExpressionConditioner(n_frames=dm.n_frames, latent_dim=4), partial(FrameColour),
+                               partial(torch.optim.Adam, lr=5e-2))
+    connect_renderer(system.renderer, dm)
+    idx = dm.split.test[:2]
+    inputs = frame_inputs(dm.clip, idx, dm.inputs)
+    out = list(render_sequence(system.conditioner, system.renderer, dm.clip, inputs, idx, indices=idx, downscale=2))
+    h, w = dm.clip.hw
+    assert [i for i, _, _ in out] == [int(i) for i in idx]
+    for _, pred, target in out:
+        assert pred.shape == target.shape == (h // 2, w // 2, 3)
+        assert 0 <= float(pred.min()) and float(pred.max()) <= 1

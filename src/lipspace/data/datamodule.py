@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lipspace.data.clip import Clip, Split, load_clip, split_frames
-from lipspace.data.sampling import ImageBatches, RayBatches, frame_cameras, frame_inputs, frame_rays
+from lipspace.data.sampling import ImageBatches, RayBatches, frame_inputs, whole_frame
 from lipspace.errors import LipspaceError
 
 BATCH_KINDS = ("rays", "images")  # lipspace.renderers.base.Renderer.batch_kind
@@ -25,10 +25,7 @@ class _ValFrames(Dataset):
 
     def __getitem__(self, k):
         i = int(self.idx[k])
-        if self.batch_kind == "rays":
-            out = frame_rays(self.clip, i, self.downscale)
-        else:
-            out = frame_cameras(self.clip, [i], self.downscale)
+        out = whole_frame(self.clip, i, self.downscale, self.batch_kind)
         out["frame_idx"] = torch.tensor([i])
         out["inputs"] = frame_inputs(self.clip, [i], self.inputs)
         return out

@@ -45,7 +45,8 @@ class RayBatches(IterableDataset):
         return self.steps_per_epoch
 
     def __iter__(self):
-        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+        dist = torch.distributed
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         # distinct, reproducible streams per epoch and per DDP rank
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7919 + rank)
         self.epoch += 1
@@ -222,6 +223,12 @@ def frame_cameras(clip: Clip, idx, downscale: int = 1) -> dict:
     intrinsics = (clip.intrinsics / downscale).expand(len(idx), 4).clone()  # pixel (i + 0.5) here: (i + 0.5) * ds
     return {"pose": clip.pose[idx], "intrinsics": intrinsics,
             "target": target.permute(0, 2, 3, 1), "bg": bg.permute(0, 2, 3, 1).float(), "hw": (hh, ww)}
+
+
+def whole_frame(clip: Clip, i: int, downscale: int = 1, batch_kind: str = "rays") -> dict:
+    """Frame ``i`` as a renderer of ``batch_kind`` draws it (``Renderer.render_frame``): its rays (``frame_rays``)
+    for "rays", its camera (``frame_cameras`` of one frame) for "images"."""
+    return frame_rays(clip, i, downscale) if batch_kind == "rays" else frame_cameras(clip, [i], downscale)
 
 
 class ImageBatches(IterableDataset):

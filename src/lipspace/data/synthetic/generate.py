@@ -162,7 +162,8 @@ def generate_synthetic(out_dir, seconds: float = 20.0, resolution: int = 128, se
                            "source": {**source, "utterance": k}})
         c = clips[0]
         write_dataset(tmp, c["frames"], c["parsing"], background, c["audio"], c["tracks"],
-                      {"kind": "synthetic", "bounds": bounds, "head_bounds": head_bounds, "source": source, "stages": stages, "heldout": names})
+                      {"kind": "synthetic", "bounds": bounds, "head_bounds": head_bounds, "source": source,
+                       "stages": stages, "heldout": names})
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         if out.exists():
             out.rename(old)  # the complete new dataset replaces the old one in two renames
