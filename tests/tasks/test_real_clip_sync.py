@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import prepared_real_clip
+from tests.conftest import assets_dir, prepared_real_clip
 
 STEPS = 1500  # tracked-input held-out PSNR on obama (lipnerf, tri-plane): 30.8 dB at 500 steps, 33.2 at 1500
 
@@ -20,6 +20,7 @@ def test_audio_driven_tail_of_a_real_clip_beats_the_still_frame(experiment, tmp_
     from lipspace.tasks.train import train
 
     root = prepared_real_clip("obama")
+    monkeypatch.setenv("LIPSPACE_ASSETS", str(assets_dir()))  # the face model of the lip-opening column
     monkeypatch.setenv("LIPSPACE_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
     cfg = compose_train([f"experiment={experiment}", "renderer=triplane", "data=dir", f"data.root={root}",
