@@ -117,7 +117,7 @@ def adnerf_run_network(inputs, viewdirs, aud, fn, embed_fn, embeddirs_fn, netchu
 
 
 def adnerf_raw2outputs(raw, z_vals, rays_d, bc_rgb):
-    raw2alpha = lambda raw, dists: 1.0 - torch.exp(-(F.relu(raw) + 1e-6) * dists)
+    raw2alpha = lambda raw, dists: 1.0 - torch.exp(-(F.relu(raw) + 1e-6) * dists)  # noqa: E731 (AD-NeRF's own style)
     dists = z_vals[..., 1:] - z_vals[..., :-1]
     dists = torch.cat([dists, torch.Tensor([1e10]).expand(dists[..., :1].shape)], -1)
     dists = dists * torch.norm(rays_d[..., None, :], dim=-1)

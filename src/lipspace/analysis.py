@@ -62,7 +62,8 @@ def clip_name(dataset) -> str | None:
 
 
 def load_results(*paths: str | Path) -> pd.DataFrame:
-    """Concatenate results tables (CSV or parquet); adds ``clip_label``, ``clip`` (:func:`clip_name`) and, where the mean-training-frame baseline
+    """Concatenate results tables (CSV or parquet); adds ``clip_label``, ``clip`` (:func:`clip_name`) and, where the
+    mean-training-frame baseline
     was scored, ``psnr_over_baseline`` / ``mouth_psnr_over_baseline`` (dB above it: the baseline is the mean of the
     frames a run trained on, so it changes with the clip length). Failed runs are kept (see ``ok``)."""
     if not paths:

@@ -20,7 +20,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import bench_peers
+import bench_peers  # noqa: E402 (benchmarks/ is not a package: importable once on sys.path)
 
 FAKE_HELPERS = """
 import torch
@@ -74,7 +74,8 @@ def config_parser():
     p.add_argument("--no_reload", action="store_true")
     for name, default in (("near", 0.3), ("far", 0.9), ("lrate", 5e-4)):
         p.add_argument("--" + name, type=float, default=default)
-    for name, default in (("netwidth", 256), ("netwidth_fine", 256), ("netdepth", 8), ("netdepth_fine", 8), ("N_rand", 16),
+    for name, default in (("netwidth", 256), ("netwidth_fine", 256), ("netdepth", 8), ("netdepth_fine", 8),
+                          ("N_rand", 16),
                           ("N_samples", 4), ("N_importance", 4), ("chunk", 1024), ("lrate_decay", 250),
                           ("dim_aud", 64), ("win_size", 16), ("smo_size", 8)):
         p.add_argument("--" + name, type=int, default=default)

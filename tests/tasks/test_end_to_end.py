@@ -59,7 +59,8 @@ def _train_cmd(dataset, run_dir, *extra):
 def test_resume_from_last_ckpt_after_kill(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     args = ["trainer.max_steps=400", "data.steps_per_epoch=10", "data.rays_per_batch=64", "renderer.n_coarse=8",
-            "renderer.n_fine=8", "callbacks.model_checkpoint.every_n_train_steps=10", "trainer.check_val_every_n_epoch=100"]
+            "renderer.n_fine=8", "callbacks.model_checkpoint.every_n_train_steps=10",
+            "trainer.check_val_every_n_epoch=100"]
     proc = subprocess.Popen(_train_cmd(tiny_dataset, run, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     last = run / "checkpoints" / "last.ckpt"

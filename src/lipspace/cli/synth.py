@@ -7,7 +7,8 @@ import sys
 from lipspace.cli._common import friendly
 from lipspace.errors import LipspaceError
 
-USAGE = "usage: lipspace-synth out_dir=DIR [seconds=20] [resolution=128] [seed=0] [heldout_utterances=2] [overwrite=false]"
+USAGE = ("usage: lipspace-synth out_dir=DIR [seconds=20] [resolution=128] [seed=0] [heldout_utterances=2] "
+         "[overwrite=false]")
 
 
 @friendly

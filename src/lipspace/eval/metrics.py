@@ -29,7 +29,8 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float(structural_similarity_index_measure(_chw(pred), _chw(target), data_range=1.0))
 
 
-def mouth_box(lmk68: np.ndarray, hw: tuple[int, int], scale: float = 1.0, pad: float = 0.25) -> tuple[int, int, int, int]:
+def mouth_box(lmk68: np.ndarray, hw: tuple[int, int], scale: float = 1.0,
+              pad: float = 0.25) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1) of the mouth box in an image of size ``hw`` whose landmarks were taken at 1/scale."""
     pts = np.asarray(lmk68)[list(MOUTH_LMK68)] * scale
     x0, y0 = pts.min(0)

@@ -56,7 +56,8 @@ def _inpaint(image: np.ndarray, holes: np.ndarray, radius: float, max_full_res_h
     # 1/4 resolution (a pixel touching a hole counts as hole there) and paste the upsampled fill into the holes.
     h, w = holes.shape
     f = 4
-    small_holes = cv2.resize(holes.astype(np.float32), (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA) > 0
+    small_holes = cv2.resize(holes.astype(np.float32), (max(1, w // f), max(1, h // f)),
+                             interpolation=cv2.INTER_AREA) > 0
     small = cv2.resize(image, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
     filled = cv2.inpaint(small, small_holes.astype(np.uint8) * 255, max(1.0, radius / f), cv2.INPAINT_TELEA)
     up = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -7,8 +7,8 @@ the condition, e.g. an open mouth; the maximum over them is kept); a cell's valu
 density). The first update evaluates every cell; later ones every currently occupied cell plus a random
 ``explore_fraction`` of all cells, so that occupied space is always re-measured and empty space is re-checked.
 Cells not evaluated keep their value (they are never decayed unseen). The bitfield is value >= min(threshold,
-mean value) (a spatially uniform density keeps every cell), dilated by one cell (max-pool 3^3), so a surface crossing a cell corner is not lost. Before the
-first update every cell counts as occupied.
+mean value) (a spatially uniform density keeps every cell), dilated by one cell (max-pool 3^3), so a surface crossing
+a cell corner is not lost. Before the first update every cell counts as occupied.
 """
 
 from __future__ import annotations
