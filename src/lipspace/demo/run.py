@@ -43,6 +43,8 @@ def run_compare(extra_overrides: list[str] | None = None, output_dir: str = "out
         dm = instantiate(cfgs[spaces[0]].data)
         dm.load()
         dub = dub_wav(out / "audio")
+    first = cfgs[spaces[0]]  # what the runs were given (the user's overrides included), for the printed titles
+    budget = f"budget={first.get('budget_name')}, {first.trainer.max_steps} steps"
     rows, runs, results = [], {}, {}
     for space in spaces:
         run = out / f"{SPACES[space]}{run_key(extra[space])}"
@@ -51,9 +53,9 @@ def run_compare(extra_overrides: list[str] | None = None, output_dir: str = "out
         runs[space], results[space] = run, df
     utterance = (dm.clip.meta.get("heldout") or [None])[0]
     with progress("figures", ": comparison table, bar chart, side-by-side video"):
-        table = pd.DataFrame(rows + reference_rows(rows))
+        still, truth = reference_rows(rows)
+        table = pd.DataFrame(rows + [still, truth])
         table.to_csv(out / "compare.csv", index=False)
-        truth = reference_rows(rows)[1]
         starred = [{**r, "space": r["space"] + ("*" if r["lse_local_is_encoder"] else "")} for r in rows]
         chart = bar_chart(pd.DataFrame(starred), out / "compare.png",
                           {"psnr": "PSNR (dB) ↑", "mouth_psnr": "mouth PSNR (dB) ↑", "lmd": "LMD (px) ↓",
@@ -62,7 +64,7 @@ def run_compare(extra_overrides: list[str] | None = None, output_dir: str = "out
                           baselines={"psnr": (rows[0]["baseline_mean_frame_psnr"], "still frame"),
                                      "mouth_psnr": (rows[0]["baseline_mean_frame_mouth_psnr"], "still frame"),
                                      "lse_c_local": (truth["lse_c_local"], "ground truth")},
-                          title=f"held-out utterances driven by audio alone; tri-plane, {COMMON[2]}")
+                          title=f"held-out utterances driven by audio alone; tri-plane, {budget}")
         video = None
         if utterance is not None:
             video = side_by_side(results, out / f"compare_{utterance}.mp4", utterance,
@@ -70,7 +72,7 @@ def run_compare(extra_overrides: list[str] | None = None, output_dir: str = "out
     total = time.perf_counter() - t0
     print("\n" + "=" * 110)
     print(f"Conditioning spaces on the synthetic talking head: {len(spaces)} presets, tri-plane renderer, "
-          f"{COMMON[1]}, {COMMON[2]}, seed {cfgs[spaces[0]].seed}")
+          f"{budget}, seed {first.seed}")
     print("Held-out utterances (new audio, exact ground truth), every model driven by the audio alone;")
     print("dub: a synthetic voice at another pitch saying other syllables (no ground truth: sync columns only).")
     print_table(table)
