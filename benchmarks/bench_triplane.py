@@ -53,7 +53,7 @@ class Probe(L.Callback):
 
     @torch.no_grad()
     def psnr(self, system) -> float:
-        from lipspace.inference import render_sequence
+        from lipspace.model.inference import render_sequence
 
         was = system.training
         system.eval()
@@ -68,9 +68,9 @@ def train_curve(renderer: str, steps: int, every: int, n_frames: int, downscale:
                 device: str = "cpu"):
     import tempfile
 
-    from lipspace.config import compose_train
+    from lipspace.utils.config import compose_train
     from lipspace.data.sampling import frame_inputs
-    from lipspace.build import build_system
+    from lipspace.model.build import build_system
 
     cfg = compose_train([f"renderer={renderer}", "budget=tiny", f"trainer.max_steps={steps}", "logger=none",
                          "trainer.enable_progress_bar=false", *extra], tempfile.mkdtemp())

@@ -11,7 +11,7 @@ import pytest
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-# download=auto (the evaluation default) never touches the network in tests (lipspace.assets.OFFLINE_ENV): no test
+# download=auto (the evaluation default) never touches the network in tests (lipspace.utils.assets.OFFLINE_ENV): no test
 # waits on, or fetches, the official SyncNet / S3FD / LPIPS files; tests of the download paths unset it
 os.environ.setdefault("LIPSPACE_OFFLINE", "1")
 

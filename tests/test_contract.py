@@ -16,7 +16,7 @@ TINY = ["debug=fast", "logger=csv", "trainer.enable_progress_bar=false", "ave.st
 @pytest.mark.parametrize("renderer", RENDERERS)
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_every_space_trains_and_evaluates_on_every_renderer(preset, renderer, tiny_dataset, tmp_path, monkeypatch):
-    from lipspace.config import choices_from_overrides, compose_train
+    from lipspace.utils.config import choices_from_overrides, compose_train
     from lipspace.tasks.evaluate import evaluate
     from lipspace.tasks.train import train
 

@@ -96,7 +96,7 @@ def test_audio_never_imports_av():
 
 
 def test_tasks_do_not_import_each_other():
-    """What two tasks share lives outside tasks/ (lipspace.build, runs, playback, results_table); workflows that
+    """What two tasks share lives outside tasks/ (lipspace.model.build, runs, playback, results_table); workflows that
     chain tasks (the demos) live in lipspace.demo, above them."""
     found = sorted((m, t) for m, imps in IMPORTS.items() if m.startswith("lipspace.tasks.")
                    for t, _ in imps if t.startswith("lipspace.tasks.") and t != m)
@@ -124,3 +124,33 @@ def test_no_cycle_through_module_level_imports(level):
 def test_cycle_finder_finds_one():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+# The data flow, bottom to top: each layer may import the layers below it, never one above (a module-level or a
+# deferred import alike). data.schema (the dataset format, shared by the stage that writes it and the ones that read
+# it) sits below everything but utils; eval (the metric library) sits below model, which uses its video writer and
+# LPIPS loss; evaluating a run is the task tasks/evaluate.
+LAYERS = ["utils", "data.schema", "audio", "prep", "data", "av", "conditioners", "renderers", "eval", "model",
+          "reporting", "tasks", "demo", "cli"]
+# Named exceptions, each a call-time import: config validation checks the evaluation block against eval's settings
+# schema before training starts rather than after it.
+UPWARD_ALLOWED = {("lipspace.utils.config", "lipspace.eval.scoring")}
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    name = "data.schema" if parts[1:3] == ["data", "schema"] else parts[1]
+    return LAYERS.index(name)
+
+
+def test_every_module_lives_in_a_layer():
+    """No loose modules at the top of the package: every module belongs to one of the data-flow layers (conf/ holds
+    the shipped yaml configs, no code)."""
+    loose = sorted(m for m in MODULES if m not in ("lipspace", "lipspace.conf") and m.split(".")[1] not in LAYERS)
+    assert not loose, f"modules outside the data-flow layers {LAYERS}: {loose}"
+
+
+def test_imports_follow_the_data_flow():
+    upward = sorted((m, t) for m, imps in IMPORTS.items() if m != "lipspace"
+                    for t, _ in imps if t != "lipspace" and _layer(t) > _layer(m) and (m, t) not in UPWARD_ALLOWED)
+    assert not upward, f"imports that reach up the data flow {LAYERS}: {upward}"

@@ -5,8 +5,8 @@ import warnings
 
 import pytest
 
-from lipspace.config import compose_train
-from lipspace.errors import LipspaceError
+from lipspace.utils.config import compose_train
+from lipspace.utils.errors import LipspaceError
 from tests.conftest import assets_dir, make_tiny_dataset
 
 ASSETS = assets_dir()
@@ -48,7 +48,7 @@ def test_without_weights_the_stage_is_skipped_with_a_warning(tmp_path, monkeypat
 def test_chunked_mlp_training_refuses_the_patch_loss(tmp_path):
     from hydra.utils import instantiate
 
-    from lipspace.build import build_system
+    from lipspace.model.build import build_system
 
     ds = make_tiny_dataset(tmp_path / "ds", n=8, hw=40)
     cfg = compose_train(["data=dir", f"data.root={ds}", "model.lpips_weight=1.0"], tmp_path / "run")

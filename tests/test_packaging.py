@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import lipspace
-from lipspace.config import CONF_DIR, PACKAGE_CONF_DIR
+from lipspace.utils.config import CONF_DIR, PACKAGE_CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_installed_wheel_runs_lipspace_train_without_a_checkout(wheel, tmp_path)
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "LIPSPACE_CONF"}
     env["PYTHONPATH"] = str(site)  # before the checkout's editable install on sys.path
-    code = ("import sys, lipspace, lipspace.config as c; from lipspace.cli.train import main; "
+    code = ("import sys, lipspace, lipspace.utils.config as c; from lipspace.cli.train import main; "
             "print('CONF', c.CONF_DIR, lipspace.__file__); "
             "cfg = c.compose_train(['experiment=synctalk', 'renderer=mlp'], 'run'); "
             "print('TARGET', cfg.renderer._target_); "

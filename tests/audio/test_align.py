@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lipspace.audio.align import centre_indices, frame_windows, window_indices
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def ramp(t, d=2):

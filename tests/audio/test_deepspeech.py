@@ -16,7 +16,7 @@ from lipspace.audio.align import frame_windows
 from lipspace.audio.deepspeech import (GRAPH_ENV, SHA256_ENV, DeepSpeechBackend, input_vectors, psf_mfcc,
                                        resolve_graph, to_int16)
 from lipspace.audio.features import backend_class, get_backend
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 SR = 16000
 

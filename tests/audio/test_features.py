@@ -8,7 +8,7 @@ import soundfile as sf
 
 from lipspace.audio.features import (BACKENDS, AudioBackend, audio_windows, backend_class, check_feature_dim,
                                      dataset_features, get_backend, read_audio, register_backend)
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 SR = 16000
 

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from lipspace.audio.features import audio_windows, backend_class, dataset_features, get_backend  # noqa: E402
 from lipspace.audio.hf import HubertBackend, Wav2Vec2Backend  # noqa: E402
 from lipspace.audio.inputs import AudioInput, audio_track  # noqa: E402
-from lipspace.errors import LipspaceError  # noqa: E402
+from lipspace.utils.errors import LipspaceError  # noqa: E402
 
 SR = 16000
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
@@ -266,7 +266,7 @@ def test_width_mismatch_is_caught_at_start_up(hub, tmp_path):
 
 
 def test_run_info_records_the_audio_backend_and_model(hub, tmp_path):
-    from lipspace.config import compose_train
+    from lipspace.utils.config import compose_train
     from lipspace.tasks.train import run_info
 
     base = ["experiment=adnerf", "conditioner.audio.backend=hubert", "conditioner.inputs.audio=1024"]
@@ -280,7 +280,7 @@ def test_run_info_records_the_audio_backend_and_model(hub, tmp_path):
 
 @pytest.mark.slow
 def test_adnerf_trains_on_hubert_features(hub, tiny_dataset, tmp_path):
-    from lipspace.config import compose_train
+    from lipspace.utils.config import compose_train
     from lipspace.tasks.train import train
 
     out = tmp_path / "run"

@@ -7,7 +7,7 @@ import pytest
 
 from lipspace.audio.inputs import AudioInput, audio_track, context_indices
 from lipspace.data.clip import load_clip
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def test_context_indices_centre_and_clamp():

@@ -8,7 +8,7 @@ import pytest
 from lipspace.audio.align import frame_windows
 from lipspace.audio.features import backend_class, get_backend
 from lipspace.audio.phones import ARPABET, NOISE, PHONES, SIL, PhoneBackend, phone_index
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from tests.conftest import assets_dir
 
 SR = 16000

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lipspace.av import auto, record
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 # a few seconds on the tiny fixture: small crops and channels (dim stays 256: experiment=synctalk's input width)
 TINY = dict(steps=12, batch=8, width=4, crop_hw=(16, 32), dim=256)
@@ -130,7 +130,7 @@ def test_seen_by_reads_the_recorded_frame_ranges(tmp_path):
 def test_record_is_checked(tmp_path):
     p = tmp_path / "w.pt"
     p.write_bytes(b"abc")
-    from lipspace.assets import file_sha256
+    from lipspace.utils.assets import file_sha256
 
     record.write_record(tmp_path / "run", "audio", {"path": str(p), "sha256": file_sha256(p), "source": "auto"})
     rec = record.read_record(tmp_path / "run")["audio"]
@@ -189,8 +189,8 @@ def test_synctalk_without_any_weights_trains_its_expert_and_evaluates_with_it(ti
     """experiment=synctalk with no AVE weights anywhere: the stage trains one on the training frames, the run
     records it, training runs, and the evaluation featurises the held-out utterance with the same checkpoint and
     scores lse_*_local with it (lse_local_seen False: the utterance was not trained on)."""
-    from lipspace.assets import file_sha256
-    from lipspace.config import compose_train
+    from lipspace.utils.assets import file_sha256
+    from lipspace.utils.config import compose_train
     from lipspace.tasks.evaluate import evaluate
     from lipspace.tasks.train import train
 

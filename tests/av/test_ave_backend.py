@@ -11,7 +11,7 @@ from lipspace.audio.features import dataset_features, get_backend
 from lipspace.audio.inputs import AudioInput, audio_track
 from lipspace.av.backend import AVE_WEIGHTS_ENV
 from lipspace.av.sync import NOT_OFFICIAL, AVEncoder, save
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def random_ave(path, seed=0, provenance="random init for lipspace tests"):

@@ -10,7 +10,7 @@ import torch
 
 from lipspace.av import data as avd
 from lipspace.av.sync import AVEncoder, MouthDecoder, load, recon_loss, save, sync_loss, sync_prob
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 SMALL = dict(dim=32, width=8, crop_hw=(16, 32))
 

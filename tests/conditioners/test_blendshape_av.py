@@ -9,7 +9,7 @@ import torch
 
 from lipspace.conditioners.blendshape_av import UPPER_FACE, BlendshapeAVConditioner
 from lipspace.data.schema import MP_BLENDSHAPE_NAMES
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 AVE = {"inputs": {"audio": 256, "blendshapes": 52}, "audio": {"backend": "ave", "window": 1, "context": 8}}
 
@@ -81,8 +81,8 @@ def test_synctalk_with_a_named_but_missing_ave_checkpoint_fails_at_start_up(tiny
     the automatically trained expert (that one is for when nothing is named: tests/av/test_auto.py)."""
     from hydra.utils import instantiate
 
-    from lipspace.config import compose_train
-    from lipspace.build import build_system
+    from lipspace.utils.config import compose_train
+    from lipspace.model.build import build_system
 
     missing = tmp_path / "no_ave.pt"
     monkeypatch.setenv("LIPSPACE_AVE_WEIGHTS", str(missing))
@@ -100,7 +100,7 @@ def test_synctalk_trains_and_is_driven_by_a_new_wav(tiny_dataset, tmp_path, monk
     import soundfile as sf
 
     from lipspace.av.sync import AVEncoder, save
-    from lipspace.config import compose_train
+    from lipspace.utils.config import compose_train
     from lipspace.tasks.render import render
     from lipspace.tasks.train import train
 

@@ -8,7 +8,7 @@ import torch
 
 from lipspace.conditioners.audio_net import AudioAttNet, AudioNet
 from lipspace.conditioners.deepspeech import DeepSpeechConditioner
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def test_audio_net_is_ad_nerfs_for_a_16_frame_deepspeech_window():
@@ -56,7 +56,7 @@ def test_wrong_input_shapes_are_clear():
 
 
 def test_train_and_evaluate_driven_by_audio(tiny_dataset, tmp_path):
-    from lipspace.config import compose_train
+    from lipspace.utils.config import compose_train
     from lipspace.tasks.evaluate import evaluate
     from lipspace.tasks.train import train
 
@@ -70,7 +70,7 @@ def test_train_and_evaluate_driven_by_audio(tiny_dataset, tmp_path):
 
 
 def test_width_mismatch_fails_at_start_up(tiny_dataset, tmp_path):
-    from lipspace.config import compose_train
+    from lipspace.utils.config import compose_train
     from lipspace.tasks.train import train
 
     out = tmp_path / "run"

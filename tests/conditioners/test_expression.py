@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lipspace.conditioners.expression import ExpressionConditioner
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def test_dims_without_and_with_projection():
@@ -171,7 +171,7 @@ def test_driving_by_audio_without_a_regressor_is_clear():
 def test_lipnerf_preset_trains_and_is_evaluated_driven_by_audio(tiny_dataset, tmp_path):
     import numpy as np
 
-    from lipspace.config import compose_train
+    from lipspace.utils.config import compose_train
     from lipspace.tasks.evaluate import evaluate
     from lipspace.tasks.train import train
 

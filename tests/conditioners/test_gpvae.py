@@ -9,7 +9,7 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from lipspace.conditioners.gpvae import PoseBlinkGPVAE, cauchy_kernel, gp_kl, sample_gp
 from lipspace.conditioners.landmark_ae import single_thread
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def test_cauchy_kernel_values():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lipspace.conditioners.landmark_ae import MOUTH, LandmarkAE, normalise_landmarks, train_landmark_ae
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def _template() -> np.ndarray:

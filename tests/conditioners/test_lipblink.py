@@ -12,7 +12,7 @@ from scipy.spatial.transform import Rotation
 
 from lipspace.av.sync import sync_loss
 from lipspace.conditioners.lipblink import LipBlinkConditioner, fold_mouth, poses_to_y, unfold_mouth, y_to_poses
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 N, WINDOW, MELS = 240, 8, 80
 FAST = dict(audio={"backend": "mel", "window": WINDOW}, ae_steps=150, ae_batch=64, sync_steps=250, sync_batch=64,

@@ -8,7 +8,7 @@ from lipspace.data.clip import load_clip, split_frames
 from lipspace.data.datamodule import TalkingHeadDataModule
 from lipspace.data.rays import camera_rays
 from lipspace.data.sampling import ImageBatches, RayBatches, frame_cameras, frame_rays
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 @pytest.fixture(scope="module")

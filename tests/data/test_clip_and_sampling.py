@@ -4,7 +4,7 @@ import torch
 from lipspace.data.clip import load_clip, split_frames
 from lipspace.data.datamodule import TalkingHeadDataModule
 from lipspace.data.sampling import RayBatches, frame_rays
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 @pytest.fixture(scope="module")

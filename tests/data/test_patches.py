@@ -6,7 +6,7 @@ import torch
 
 from lipspace.data.clip import load_clip
 from lipspace.data.sampling import RayBatches
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from tests.conftest import make_tiny_dataset
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lipspace.data.schema import validate_dataset
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def copy(tiny_dataset, tmp_path):

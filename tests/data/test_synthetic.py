@@ -12,7 +12,7 @@ import soundfile as sf
 
 from lipspace.data.schema import ICT_EXPR_NAMES, MP_BLENDSHAPE_NAMES, validate_dataset
 from lipspace.data.synthetic import GENERATOR_VERSION, generate_synthetic
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def load(root: Path) -> dict:

@@ -6,7 +6,7 @@ import soundfile as sf
 
 from lipspace.data.schema import SAMPLE_RATE
 from lipspace.data.synthetic.dub import dub_wav, synthesize_dub
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def _pitch(x: np.ndarray) -> float:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.demo.compare import (SPACES, Progress, _finished, check_spaces, reference_rows, run_key, summarise,
                                     train_and_evaluate)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lipspace.data.schema import MP_BLENDSHAPE_NAMES
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.eval.face_metrics import (LIP_INDICES, PROVENANCE, FaceTracks, analyse_frames, aue, blink_rate,
                                         face_metrics, face_model_provenance, lip_indices, lmd, metrics_from_tracks)
 from tests.conftest import assets_dir

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from lipspace.data.schema import MP_BLENDSHAPE_NAMES
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.eval import face_metrics as F
 from lipspace.eval.lipmotion import (KEYS, PROVENANCE, STILL_STD, audio_sync, lip_opening, lipmotion_metrics,
                                      open_corr, unavailable)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.conftest import assets_dir
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.eval.lpips import LPIPS, load_lpips
 
 ASSETS = assets_dir()
@@ -41,12 +41,12 @@ def test_missing_weights_say_what_to_do(tmp_path, monkeypatch):
 
 
 def test_download_modes(tmp_path, monkeypatch):
-    """download=auto / true / false (lipspace.assets): the two official files from a local HTTP server stand in
+    """download=auto / true / false (lipspace.utils.assets): the two official files from a local HTTP server stand in
     for download.pytorch.org and GitHub; the trunk's sha256 prefix (torchvision's file-name convention) is checked."""
-    import lipspace.assets as assets
+    import lipspace.utils.assets as assets
     import lipspace.eval.lpips as L
-    from lipspace.assets import file_sha256
-    from tests.local_http import serve_folder
+    from lipspace.utils.assets import file_sha256
+    from local_http import serve_folder
 
     monkeypatch.setenv("LIPSPACE_ASSETS", str(tmp_path / "none"))
     monkeypatch.setenv("LIPSPACE_CACHE", str(tmp_path / "cache"))

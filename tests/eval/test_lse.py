@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from lipspace.assets import file_sha256
-from lipspace.errors import LipspaceError
+from lipspace.utils.assets import file_sha256
+from lipspace.utils.errors import LipspaceError
 from lipspace.eval.lse import S3FD, S3FD_ENV, SYNCNET, SYNCNET_ENV, lse_local, lse_official, offset_search
 from tests.conftest import make_tiny_dataset
 from tests.prep.videos import write_video
@@ -119,7 +119,7 @@ def test_official_bad_video_raises(tmp_path):
 
 
 def test_official_checksums_are_enforced_everywhere(talking_mp4, random_weights, tmp_path, monkeypatch):
-    import lipspace.assets as assets
+    import lipspace.utils.assets as assets
 
     sn, _ = random_weights["syncnet"]
     with pytest.raises(LipspaceError, match=f"sha256 .*expected {SYNCNET.sha256}.*syncnet_sha256="):
@@ -129,7 +129,7 @@ def test_official_checksums_are_enforced_everywhere(talking_mp4, random_weights,
         lse_official(talking_mp4)
     monkeypatch.delenv(SYNCNET_ENV)
     (tmp_path / "cache").mkdir()
-    shutil.copy(sn, tmp_path / "cache" / "syncnet_v2.model")  # a cache copy goes through lipspace.assets
+    shutil.copy(sn, tmp_path / "cache" / "syncnet_v2.model")  # a cache copy goes through lipspace.utils.assets
     with pytest.raises(LipspaceError, match="checksum mismatch \\(cache copy\\)"):
         lse_official(talking_mp4)
     (tmp_path / "cache" / "syncnet_v2.model").unlink()
@@ -166,7 +166,7 @@ def _closed_port() -> int:
 @pytest.fixture
 def online(monkeypatch):
     """download=auto allowed ($LIPSPACE_OFFLINE unset), no remembered reachability probe, the real probe."""
-    import lipspace.assets as assets
+    import lipspace.utils.assets as assets
 
     monkeypatch.delenv(assets.OFFLINE_ENV, raising=False)
     monkeypatch.setattr(assets, "_REACHABILITY", {})
@@ -206,7 +206,7 @@ def test_official_auto_downloads_from_a_reachable_server_into_the_cache(talking_
     import dataclasses
 
     import lipspace.eval.lse as lse
-    from tests.local_http import serve_folder
+    from local_http import serve_folder
 
     (sn, sn_sha), (fd, fd_sha) = random_weights["syncnet"], random_weights["s3fd"]
     www = tmp_path / "www"

@@ -55,7 +55,7 @@ def test_a_reused_expert_gives_the_one_call_values(tmp_path, monkeypatch):
 
 
 def test_missing_checkpoint_and_bad_input_as_the_one_call_form(tmp_path):
-    from lipspace.errors import LipspaceError
+    from lipspace.utils.errors import LipspaceError
 
     expert = LocalSyncExpert(tmp_path / "none.pt")
     frames, lmk = np.zeros((8, 24, 24, 3), np.uint8), np.zeros((8, 68, 2))

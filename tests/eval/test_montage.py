@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.eval.montage import LABEL_PX, bar_chart, grid
 from lipspace.eval.video import read_video, write_video
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lipspace.data.schema import MP_BLENDSHAPE_NAMES
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.prep.blink import (LEFT_EYE, RIGHT_EYE, blink_events, blink_signal, blinks_per_second,
                                  eye_aspect_ratio, lip_features)
 from lipspace.prep.face import FaceTracks

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.prep.camera import (
     fill_invalid, intrinsics_for, project, rodrigues, rotation_angle_deg, search_focal, smooth_poses,
 )

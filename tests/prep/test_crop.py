@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.prep.crop import CropBox, crop_frames, face_crop_box
 
 

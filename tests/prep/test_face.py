@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.prep.face import invalid_ranges
 
 ASSETS = Path(os.environ.get("LIPSPACE_ASSETS", Path(__file__).resolve().parents[3] / "shared" / "assets"))

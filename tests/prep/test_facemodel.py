@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lipspace.data.schema import ICT_EXPR_NAMES, MP_BLENDSHAPE_NAMES
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.prep.facemodel import (
     EYE_CORNER_DIST_CM, HEAD_UNIT_CM, MP_FOR_ICT, MP_TO_LMK68, load_bfm, load_face_model, load_ict,
     lmk68_from_mediapipe, mp_blendshapes_to_expr,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.prep.camera import intrinsics_for, project, rodrigues, rotation_angle_deg
 from lipspace.prep.facemodel import MP_TO_LMK68, FaceModel, load_ict
 from lipspace.prep.fit3dmm import fit_head, lmk68_correspondence

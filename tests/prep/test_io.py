@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.prep.io import VideoInfo, decode_video_25fps, extract_audio_16k, probe_video
 from tests.prep.videos import write_video
 

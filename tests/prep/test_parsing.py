@@ -166,7 +166,7 @@ def test_float_maps_equal_uint8_maps():
 
 
 def test_bad_inputs_raise():
-    from lipspace.errors import LipspaceError
+    from lipspace.utils.errors import LipspaceError
 
     person, hair = synthetic_maps()
     with pytest.raises(LipspaceError, match="478"):
@@ -302,7 +302,7 @@ needs_assets = pytest.mark.skipif(
 def test_real_clip_parsing(monkeypatch, tmp_path):
     pytest.importorskip("mediapipe", reason="mediapipe not installed")
     monkeypatch.setenv("LIPSPACE_ASSETS", str(ASSETS))
-    from lipspace.assets import resolve_known
+    from lipspace.utils.assets import resolve_known
     from lipspace.prep.crop import crop_frames, face_crop_box
     from lipspace.prep.face import track_faces
     from lipspace.prep.io import decode_video_25fps

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.prep.pipeline import STAGES, PrepOptions, Preprocessor, prepare
 from tests.conftest import assets_dir
 from tests.prep.videos import write_video

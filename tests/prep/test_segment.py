@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.prep import segment as seg_mod
 from lipspace.prep.segment import MULTICLASS_LABELS, SegmentModel, Segmenters
 from tests.conftest import assets_dir

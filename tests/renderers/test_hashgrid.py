@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.renderers.hashgrid import PRIMES, HashGrid, TriPlaneHash, level_resolutions
 
 

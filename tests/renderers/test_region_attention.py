@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from lipspace.conditioners.base import Conditioner
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.renderers import MLPField, NeRFRenderer
 from lipspace.renderers.base import VolumeRenderer
-from lipspace.system import TalkingHeadSystem
+from lipspace.model.system import TalkingHeadSystem
 
 REGIONS = [("lip", 0, 4), ("exp", 4, 6)]
 

@@ -11,8 +11,8 @@ from torch import nn
 from lipspace.conditioners.expression import ExpressionConditioner
 from lipspace.data.datamodule import TalkingHeadDataModule
 from lipspace.renderers.base import Rasteriser, Renderer, VolumeRenderer
-from lipspace.system import TalkingHeadSystem
-from lipspace.build import connect_renderer
+from lipspace.model.system import TalkingHeadSystem
+from lipspace.model.build import connect_renderer
 
 
 class ConditionedColour(VolumeRenderer):
@@ -136,7 +136,7 @@ def test_image_renderer_renders_sequences_for_evaluation(tiny_dataset, tmp_path)
     """The path evaluation and rendering use (inference.render_sequence) draws whole frames through the renderer's
     own render_frame, for image renderers too."""
     from lipspace.data.sampling import frame_inputs
-    from lipspace.inference import render_sequence
+    from lipspace.model.inference import render_sequence
 
     dm = _datamodule(tiny_dataset)
     system = TalkingHeadSystem(ExpressionConditioner(n_frames=dm.n_frames, latent_dim=4), partial(FrameColour),

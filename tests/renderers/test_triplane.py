@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.renderers.fields.triplane import TriPlaneField
 from lipspace.renderers.triplane import TriPlaneRenderer
 
@@ -59,7 +59,7 @@ def test_regions_gate_their_columns_and_are_rendered():
 
 def test_hash_tables_get_their_own_rate_and_the_conditioner_joins_the_rest():
     from lipspace.conditioners.expression import ExpressionConditioner
-    from lipspace.system import TalkingHeadSystem
+    from lipspace.model.system import TalkingHeadSystem
 
     cond = ExpressionConditioner(n_frames=5, inputs={"expr": 3}, latent_dim=2)
     renderer = functools.partial(TriPlaneRenderer, FIELD, n_samples=8, lr_grid=1e-2)
@@ -79,7 +79,7 @@ def test_scene_box_must_be_set():
 
 @pytest.mark.slow
 def test_trains_on_the_synthetic_clip_and_beats_the_mean_frame(tmp_path):
-    from lipspace.config import compose_train
+    from lipspace.utils.config import compose_train
     from lipspace.tasks.evaluate import evaluate
     from lipspace.tasks.train import train
 

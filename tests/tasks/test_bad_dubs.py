@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 SR = 16000
 # a tiny renderer (16 samples per ray, 3x32 MLP): each of the dozen ~1 s renders below takes a second, not a minute
@@ -48,7 +48,7 @@ def bad_dubs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def audio_run(tiny_dataset, tmp_path_factory) -> Path:
     """A tiny audio-driven model (AD-NeRF's conditioner on log-mel), trained for a few steps."""
-    from lipspace.config import compose_train
+    from lipspace.utils.config import compose_train
     from lipspace.tasks.train import train
 
     out = tmp_path_factory.mktemp("bad_dub_run") / "run"

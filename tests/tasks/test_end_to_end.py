@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipspace.config import compose_train
+from lipspace.utils.config import compose_train
 from lipspace.tasks.evaluate import evaluate
 from lipspace.tasks.render import render
 from lipspace.tasks.train import train
@@ -41,7 +41,7 @@ def test_train_eval_render_end_to_end(tiny_dataset, tmp_path):
 
 
 def test_render_unknown_driver_is_clear(tiny_dataset, tmp_path):
-    from lipspace.errors import LipspaceError
+    from lipspace.utils.errors import LipspaceError
 
     out = tmp_path / "run"
     train(compose_train(["data=dir", f"data.root={tiny_dataset}", *FAST], out), out)

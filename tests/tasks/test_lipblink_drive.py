@@ -9,7 +9,7 @@ import soundfile as sf
 
 from tiny_sizes import TINY_LIPBLINK_CONDITIONER
 
-from lipspace.config import compose_train
+from lipspace.utils.config import compose_train
 from lipspace.tasks.evaluate import evaluate
 from lipspace.tasks.render import render
 from lipspace.tasks.train import train
@@ -54,7 +54,7 @@ def test_posed_playback_takes_generated_poses_and_playback_backgrounds(tiny_data
 
     from lipspace.data.clip import load_clip
     from lipspace.data.sampling import frame_rays
-    from lipspace.playback import posed_playback
+    from lipspace.model.playback import posed_playback
 
     clip = load_clip(tiny_dataset)
     poses = clip.pose[[0, 0, 0]].clone()

@@ -15,7 +15,7 @@ STEPS = 1500  # tracked-input held-out PSNR on obama (lipnerf, tri-plane): 30.8 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["lipnerf", "adnerf"])
 def test_audio_driven_tail_of_a_real_clip_beats_the_still_frame(experiment, tmp_path, monkeypatch):
-    from lipspace.config import compose_train
+    from lipspace.utils.config import compose_train
     from lipspace.tasks.evaluate import evaluate
     from lipspace.tasks.train import train
 

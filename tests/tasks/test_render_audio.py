@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lipspace.config import compose_train
-from lipspace.errors import LipspaceError
-from lipspace.playback import pose_playback
+from lipspace.utils.config import compose_train
+from lipspace.utils.errors import LipspaceError
+from lipspace.model.playback import pose_playback
 from lipspace.tasks.render import render
 from lipspace.tasks.train import train
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from lipspace.errors import LipspaceError
-from lipspace.results_table import append_rows, failed_row
+from lipspace.utils.errors import LipspaceError
+from lipspace.reporting.results_table import append_rows, failed_row
 from lipspace.tasks.evaluate import evaluate_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,7 +146,7 @@ def test_every_dubbed_file_of_the_shared_assets_drives_an_eval_row(tiny_dataset,
     on a 24x24 toy render are NaN with their status, never an exception."""
     from tests.conftest import assets_dir
 
-    from lipspace.config import compose_train
+    from lipspace.utils.config import compose_train
     from lipspace.tasks.evaluate import evaluate
     from lipspace.tasks.train import train
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def centre_indices(n_frames: int, n_features: int, feature_rate: float, fps: float = 25.0,

@@ -44,7 +44,7 @@ import numpy as np
 
 from lipspace.audio.features import AudioBackend, FeatureSpec
 from lipspace.data.schema import SAMPLE_RATE
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 GRAPH_ENV = "LIPSPACE_DEEPSPEECH_GRAPH"
 SHA256_ENV = "LIPSPACE_DEEPSPEECH_SHA256"

@@ -27,7 +27,7 @@ import numpy as np
 
 from lipspace.audio.align import frame_windows
 from lipspace.data.schema import FPS, SAMPLE_RATE
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 FEATURE_DIR = "features"
 
@@ -54,6 +54,12 @@ class AudioBackend:
     spec: FeatureSpec
     # model-based backends (hubert, wav2vec2): the model loaded when no ``model=`` is given; recorded in run.json
     default_model: ClassVar[str | None] = None
+
+    @classmethod
+    def width(cls, **kwargs) -> int:
+        """Feature width with these options, known before any feature is computed: what a conditioner's audio
+        input declared as ``auto`` becomes. Default: construct the backend (cheap: models load on first use)."""
+        return cls(**kwargs).dim
 
     @property
     def name(self) -> str:

@@ -53,10 +53,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lipspace.assets import file_sha256
+from lipspace.utils.assets import file_sha256
 from lipspace.audio.features import BACKENDS, AudioBackend, FeatureSpec, backend_class
 from lipspace.data.schema import SAMPLE_RATE
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from lipspace.audio.features import audio_windows, check_feature_dim, dataset_features, get_backend
 from lipspace.data.schema import SAMPLE_RATE
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 @dataclass(frozen=True)

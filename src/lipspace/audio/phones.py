@@ -37,7 +37,7 @@ import numpy as np
 
 from lipspace.audio.features import AudioBackend, FeatureSpec
 from lipspace.data.schema import SAMPLE_RATE
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 ARPABET = ("AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH", "IH", "IY",
            "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW", "V", "W", "Y",

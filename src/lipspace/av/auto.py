@@ -34,7 +34,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class AutoSettings:
     batch: int = 64
     lr: float = 2e-3
     seed: int = 0
-    dim: int = 256  # the ave backend's feature width (experiment=synctalk declares conditioner.inputs.audio=256)
+    dim: int = 256  # the ave backend's feature width (what conditioner.inputs.audio: auto becomes)
     width: int = 16
     crop_hw: tuple[int, int] = (32, 64)
     augment: float = 1.0
@@ -106,7 +106,7 @@ class Source:
 
     def signature(self) -> dict:
         """What the cache key sees of this source: its place, range and the files it is read from."""
-        from lipspace.assets import file_sha256
+        from lipspace.utils.assets import file_sha256
         from lipspace.av.data import frames_signature
 
         return {**self.as_dict(), "tracks_sha256": file_sha256(self.root / "tracks.npz"),
@@ -158,7 +158,7 @@ def stage_key(sources: list[Source], settings: AutoSettings) -> str:
 
 
 def stage_path(sources: list[Source], settings: AutoSettings) -> Path:
-    from lipspace.assets import cache_dir
+    from lipspace.utils.assets import cache_dir
 
     return cache_dir() / SUBDIR / f"{sources[0].root.name}-{stage_key(sources, settings)}.pt"
 
@@ -265,7 +265,7 @@ def ensure_expert(sources: list[Source], heldout: Source | None, settings: AutoS
     record {path, sha256, source: 'auto', key, trained (now), learned, verdict, heldout figures, train_frames}."""
     import torch
 
-    from lipspace.assets import file_sha256
+    from lipspace.utils.assets import file_sha256
 
     settings = AutoSettings.of(settings)
     say = say or log.info

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lipspace.assets import cache_dir, file_sha256
+from lipspace.utils.assets import cache_dir, file_sha256
 from lipspace.audio.features import AudioBackend, FeatureSpec, MelBackend
 from lipspace.av.sync import NOT_OFFICIAL, load
 from lipspace.data.schema import FPS, SAMPLE_RATE
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 AVE_WEIGHTS_ENV = "LIPSPACE_AVE_WEIGHTS"
-DEFAULT_AVE_WEIGHTS = "ave_local.pt"  # in the project cache (lipspace.assets.cache_dir)
+DEFAULT_AVE_WEIGHTS = "ave_local.pt"  # in the project cache (lipspace.utils.assets.cache_dir)
 _AVE_MODELS: dict[str, object] = {}  # sha256 -> loaded AVEncoder
 
 
@@ -53,8 +53,7 @@ class AveBackend(AudioBackend):
             raise LipspaceError(
                 f"audio backend 'ave': no AVE checkpoint at {path} (set ${AVE_WEIGHTS_ENV} or "
                 f"conditioner.audio.backend_kwargs.weights to one). Train one with `python -m lipspace.av.train "
-                f"--train <dataset dir> [<dataset dir> ...] --out {path}`, or use conditioner.audio.backend=mel "
-                f"(with conditioner.inputs.audio=80)")
+                f"--train <dataset dir> [<dataset dir> ...] --out {path}`, or use conditioner.audio.backend=mel")
         self.path, self.sha256 = path, file_sha256(path)
         model = self.model
         self.provenance = dict(model.provenance)
@@ -63,6 +62,17 @@ class AveBackend(AudioBackend):
         self.spec = FeatureSpec("ave", int(model.config["dim"]), float(FPS), first_time_s=0.5 / FPS,
                                 params=(("weights_sha256", self.sha256), ("provenance", self.label),
                                         ("config", json.dumps(model.config, sort_keys=True))))
+
+    @classmethod
+    def width(cls, weights: str | Path | None = None) -> int:
+        """The checkpoint's embedding width where it exists; else the width the automatic stage trains at by
+        default (lipspace.av.auto.AutoSettings.dim, 256; a run that sets ave.dim otherwise declares its width)."""
+        path = ave_weights_path(weights)
+        if path.is_file():
+            return cls(weights).dim
+        from lipspace.av.auto import AutoSettings
+
+        return AutoSettings().dim
 
     @property
     def model(self):

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def main(argv=None) -> int:

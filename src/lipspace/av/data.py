@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lipspace.data.schema import FPS, frame_name, validate_dataset
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 MOUTH = slice(48, 68)
 VIDEO_FRAMES = 5  # video frames per window (0.2 s at 25 fps)
@@ -40,7 +40,7 @@ BOX_W = 1.8  # crop width / median mouth width (landmarks 48-54 span)
 
 def cache_dir() -> Path:
     """Where mouth crops are cached: $LIPSPACE_CACHE/av, default ~/.cache/lipspace/av."""
-    from lipspace.assets import cache_dir as project_cache
+    from lipspace.utils.assets import cache_dir as project_cache
 
     return project_cache() / "av"
 

@@ -28,7 +28,7 @@ import torch
 
 from lipspace.av import data as avd
 from lipspace.av.sync import AVEncoder
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 CHANCE = 0.5  # binary decision over balanced aligned / shifted pairs
 CHANCE_P = 0.01  # one-sided binomial p-value below which an accuracy counts as above chance

@@ -1,7 +1,7 @@
 """What a run uses as its AVE checkpoint, and the record of it: given weights, else the automatic stage.
 
 Who asks: the ``ave`` audio backend (``experiment=synctalk``; :func:`resolve_audio_inputs`, called by
-``lipspace.build.build_system``) and the local LSE columns of the evaluation (:func:`expert_for_metric`,
+``lipspace.model.build.build_system``) and the local LSE columns of the evaluation (:func:`expert_for_metric`,
 called by ``lipspace.tasks.evaluate``). A checkpoint counts as given when it is named (the backend's
 ``weights`` / ``evaluation.metrics.ave_weights``), in ``$LIPSPACE_AVE_WEIGHTS``, or present at
 ``$LIPSPACE_CACHE/ave_local.pt`` (what ``python -m lipspace.av.train`` writes by default); those always win.
@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from lipspace.av.auto import AutoSettings, ensure_expert, training_sources
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 RECORD = "ave_local.json"  # in the run directory: {who: {path, sha256, source, ...}}
 
@@ -63,7 +63,7 @@ def write_record(run_dir, who: str, rec: dict) -> None:
 
 def checked(rec: dict, where: str) -> Path:
     """The recorded checkpoint's path, after checking that it still exists and has the recorded sha256."""
-    from lipspace.assets import file_sha256
+    from lipspace.utils.assets import file_sha256
 
     p = Path(rec["path"])
     if not p.is_file():
@@ -77,7 +77,7 @@ def checked(rec: dict, where: str) -> Path:
 
 
 def _given_record(path: Path, source: str) -> dict:
-    from lipspace.assets import file_sha256
+    from lipspace.utils.assets import file_sha256
 
     return {"path": str(path), "sha256": file_sha256(path) if path.is_file() else None, "source": source}
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 FORMAT = "lipspace-ave"
 FORMAT_VERSION = 1

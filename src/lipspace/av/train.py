@@ -29,7 +29,7 @@ from lipspace.av import data as avd
 from lipspace.av.evaluate import (PROTOCOL_SUFFIX, as_clip, best_threshold, clip_embeddings,  # noqa: F401
                                   evaluate_sync, pair_scores, protocols, train_thresholds)
 from lipspace.av.sync import NOT_OFFICIAL, AVEncoder, batch_nce_loss, recon_loss, save, sync_loss
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 DEFAULT_OUT = object()  # train_ave's out_path default: lipspace.av.backend.default_ave_weights()
 

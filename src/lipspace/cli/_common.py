@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 import sys
 
-from lipspace.config import check_group_overrides
-from lipspace.errors import LipspaceError
+from lipspace.utils.config import check_group_overrides
+from lipspace.utils.errors import LipspaceError
 
 
 def friendly(fn):

@@ -6,7 +6,7 @@ import json
 import sys
 
 from lipspace.cli._common import friendly
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 USAGE = ("usage: lipspace-dashboard study=NAME [project=lipspace] [entity=ENTITY] [title=TEXT] "
          "[conditioners=a,b,...] [dry_run=false]")
@@ -33,8 +33,8 @@ def parse_args(argv: list[str]) -> dict:
 
 @friendly
 def main() -> None:
-    from lipspace.loggers import resolve_wandb_mode
-    from lipspace.wandb_report import publish_report, report_spec, require_report_package, study_conditioners
+    from lipspace.reporting.loggers import resolve_wandb_mode
+    from lipspace.reporting.wandb_report import publish_report, report_spec, require_report_package, study_conditioners
 
     args = parse_args(sys.argv[1:])
     spec = report_spec(args["project"], args["study"], args["entity"], args["conditioners"], args["title"])

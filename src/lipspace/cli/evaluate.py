@@ -9,16 +9,16 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 from lipspace.cli._common import friendly
-from lipspace.config import CONF_DIR
+from lipspace.utils.config import CONF_DIR
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
     import sys
 
-    from lipspace.errors import LipspaceError
-    from lipspace.results_table import record
-    from lipspace.runs import is_run
+    from lipspace.utils.errors import LipspaceError
+    from lipspace.reporting.results_table import record
+    from lipspace.model.runs import is_run
     from lipspace.tasks.evaluate import evaluate_run, evaluate_sweep
     from lipspace.tasks.report import results_table
 

@@ -11,7 +11,7 @@ import logging
 import sys
 
 from lipspace.cli._common import friendly
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def _usage() -> str:

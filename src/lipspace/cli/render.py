@@ -6,14 +6,14 @@ import hydra
 from omegaconf import DictConfig
 
 from lipspace.cli._common import friendly
-from lipspace.config import CONF_DIR
+from lipspace.utils.config import CONF_DIR
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="render", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
     import sys
 
-    from lipspace.errors import LipspaceError
+    from lipspace.utils.errors import LipspaceError
     from lipspace.tasks.render import render
 
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from lipspace.cli._common import friendly
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 USAGE = ("usage: lipspace-synth out_dir=DIR [seconds=20] [resolution=128] [seed=0] [heldout_utterances=2] "
          "[overwrite=false]")

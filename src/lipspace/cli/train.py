@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lipspace.cli._common import friendly, hydra_choices
-from lipspace.config import CONF_DIR
+from lipspace.utils.config import CONF_DIR
 
 
 def _multirun() -> bool:
@@ -31,7 +31,7 @@ def _train_and_evaluate(cfg: DictConfig, out: str) -> float | None:
     metrics = train(cfg, out, hydra_choices())
     ev = cfg.get("evaluation")
     if ev is not None and ev.get("after_train"):
-        from lipspace.results_table import record
+        from lipspace.reporting.results_table import record
         from lipspace.tasks.evaluate import evaluate_run
         from lipspace.tasks.report import results_table
 
@@ -39,7 +39,7 @@ def _train_and_evaluate(cfg: DictConfig, out: str) -> float | None:
         try:
             df = evaluate_run(out, ev)
         except Exception as e:  # noqa: BLE001 - recorded as a failed row, then re-raised (or swallowed in sweeps)
-            from lipspace.results_table import failed_row
+            from lipspace.reporting.results_table import failed_row
 
             record(out, ev, failed_row(out, e, stage))
             raise
@@ -52,14 +52,14 @@ def _train_and_evaluate(cfg: DictConfig, out: str) -> float | None:
 def _app(cfg: DictConfig) -> float | None:
     import sys
 
-    from lipspace.errors import LipspaceError
+    from lipspace.utils.errors import LipspaceError
 
     out = HydraConfig.get().runtime.output_dir
     try:
         return _train_and_evaluate(cfg, out)
     except Exception as e:  # noqa: BLE001
         if _multirun():  # never stop a sweep: the failure is in the results table and <run>/FAILED
-            from lipspace.results_table import failed_row, record
+            from lipspace.reporting.results_table import failed_row, record
 
             if not (Path(out) / "FAILED").is_file():
                 ev = cfg.get("evaluation") or {}

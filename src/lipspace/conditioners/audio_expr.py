@@ -42,7 +42,7 @@ from torch import nn
 
 from lipspace.conditioners.audio_net import AudioNet
 from lipspace.data.schema import ICT_EXPR_NAMES
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 DIM_SETS = ("speech", "mouth", "all")
 # ICT expressions that move with speech (opening, closure, rounding, stretch, lip roll / shrug / press); smiles,

@@ -8,7 +8,21 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from lipspace.errors import LipspaceError
+from lipspace.audio.features import backend_class
+from lipspace.audio.inputs import AudioInput
+from lipspace.utils.errors import LipspaceError
+
+AUTO = "auto"  # an audio input's declared width: the backend's
+
+
+def _width(name, value) -> int | str:
+    if value == AUTO:
+        return AUTO
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise LipspaceError(f"conditioner.inputs.{name}={value!r}: a width must be an integer (or 'auto' for an "
+                            f"input computed from the audio)") from None
 
 
 class Conditioner(nn.Module):
@@ -16,7 +30,8 @@ class Conditioner(nn.Module):
     projection to the shared width (``out_dim``; None keeps the raw concatenation, as LipNeRF feeds the NeRF).
 
     ``inputs`` maps dataset track names to their dims (e.g. ``{"expr": 53}``); the data module checks them
-    against the dataset at start-up, so a mismatch is one clear line, never a shape error mid-run.
+    against the dataset at start-up, so a mismatch is one clear line, never a shape error mid-run. An input computed
+    from the audio (``add_audio_input``) may declare ``auto``: the backend's width.
 
     What evaluation and rendering ask of a conditioner (defaults here; subclasses override, callers never probe):
     ``audio_only`` / ``can_drive_by_audio`` / ``drivable_both_ways`` (which drivers a held-out sequence gets),
@@ -29,12 +44,12 @@ class Conditioner(nn.Module):
     # audio then use the generated poses, and evaluation adds the motion metrics to the audio-driven row
     generates_motion: ClassVar[bool] = False
     # region attention (SyncTalk's facial-aware masking): {name: (slice of the output c, parsing classes)}, {} for none;
-    # a renderer with supports_regions gates those columns per point (lipspace.system.region_spec checks them)
+    # a renderer with supports_regions gates those columns per point (lipspace.model.system.region_spec checks them)
     regions: dict = {}
 
     def __init__(self, inputs: dict[str, int], out_dim: int | None = None):
         super().__init__()
-        self.inputs = {str(k): int(v) for k, v in dict(inputs).items()}
+        self.inputs = {str(k): _width(k, v) for k, v in dict(inputs).items()}
         # inputs computed from a dataset's audio (name -> lipspace.audio.inputs.AudioInput); set by subclasses
         self.audio_inputs: dict = {}
         self._drive_by_audio = False  # True inside driving_by_audio()
@@ -43,6 +58,27 @@ class Conditioner(nn.Module):
         self.prepare_info: dict = {}
         self._out_dim = out_dim
         self.proj: nn.Module = nn.Identity()
+
+    def add_audio_input(self, name: str, spec) -> AudioInput:
+        """Declare input ``name`` as computed from the audio by ``spec`` (an AudioInput or its config); a width of
+        ``auto`` becomes the backend's. Call in ``__init__`` before using ``self.inputs[name]``."""
+        spec = AudioInput.of(spec)
+        if name not in self.inputs:
+            raise LipspaceError(f"conditioner '{self.name}': audio input '{name}' is not among its inputs "
+                                f"{sorted(self.inputs)}; add conditioner.inputs.{name}: auto")
+        if self.inputs[name] == AUTO:
+            self.inputs[name] = backend_class(spec.backend).width(**spec.backend_kwargs)
+        self.audio_inputs[name] = spec
+        return spec
+
+    def check_declared(self) -> None:
+        """Every input has a width once the constructor is done (``build_conditioner`` calls this): ``auto`` is for
+        audio inputs, whose backend knows its width; a tracked input's width is the dataset's."""
+        left = sorted(k for k, v in self.inputs.items() if v == AUTO)
+        if left:
+            raise LipspaceError(f"conditioner '{self.name}': inputs {left} declare width 'auto', which only an input "
+                                f"computed from the audio can (its backend's width); set conditioner.inputs.{left[0]} "
+                                f"to the dataset track's width")
 
     @classmethod
     def data_kwargs(cls, n_frames: int) -> dict:

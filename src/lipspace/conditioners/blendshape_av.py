@@ -32,11 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from lipspace.audio.inputs import AudioInput
 from lipspace.conditioners.audio_net import AudioAttNet, AudioNet
 from lipspace.conditioners.base import Conditioner
 from lipspace.data.schema import MP_BLENDSHAPE_NAMES
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 UPPER_FACE = ("browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
               "eyeBlinkLeft", "eyeBlinkRight")
@@ -80,8 +79,7 @@ class BlendshapeAVConditioner(Conditioner):
         if unknown or not upper_face:
             raise LipspaceError(f"conditioner 'blendshape_av': upper_face names {unknown or '(none)'} are not "
                                 f"MediaPipe blendshapes; pick from schema.MP_BLENDSHAPE_NAMES")
-        spec = AudioInput.of(audio or {"backend": "mel", "window": 16, "context": 8})
-        self.audio_inputs = {"audio": spec}
+        spec = self.add_audio_input("audio", audio or {"backend": "mel", "window": 16, "context": 8})
         self.window, self.context = spec.window, spec.context
         feat = self.inputs["audio"]
         self.audio_net = FrameAudioNet(feat, dim_aud) if spec.window == 1 else AudioNet(feat, spec.window, dim_aud)

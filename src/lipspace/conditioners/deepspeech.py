@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from lipspace.audio.inputs import AudioInput
 from lipspace.conditioners.audio_net import AudioAttNet, AudioNet
 from lipspace.conditioners.base import Conditioner
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 class DeepSpeechConditioner(Conditioner):
@@ -24,10 +23,9 @@ class DeepSpeechConditioner(Conditioner):
         if list(self.inputs) != ["audio"]:
             raise LipspaceError(f"conditioner 'deepspeech' reads exactly one input 'audio' (the feature width), got "
                                 f"{self.inputs}. Set conditioner.inputs={{audio: <backend width>}}.")
-        spec = AudioInput.of(audio or {"backend": "mel", "window": 16, "context": 8})
+        spec = self.add_audio_input("audio", audio or {"backend": "mel", "window": 16, "context": 8})
         if spec.context < 1:
             raise LipspaceError("conditioner 'deepspeech': audio.context must be >= 1 (AD-NeRF uses 8)")
-        self.audio_inputs = {"audio": spec}
         self.window, self.context = spec.window, spec.context
         self.audio_net = AudioNet(self.inputs["audio"], spec.window, dim_aud)
         self.att_net = AudioAttNet(dim_aud, spec.context) if spec.context > 1 else None

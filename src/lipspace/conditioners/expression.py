@@ -10,11 +10,10 @@ import torch
 from scipy.signal import savgol_filter
 from torch import nn
 
-from lipspace.audio.inputs import AudioInput
 from lipspace.conditioners.audio_expr import AudioToExpression
 from lipspace.conditioners.base import Conditioner
 from lipspace.conditioners.stage import learned_check, load_stage, save_stage, stage_key
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the regressor's training changes what a cached file holds
@@ -71,8 +70,7 @@ class ExpressionConditioner(Conditioner):
         self.train_settings = {**TRAIN_DEFAULTS, **dict(audio_train or {})}
         self.pools, self.cond_jitter, self.seed, self.cache = list(pools or []), float(cond_jitter), seed, cache
         if audio:
-            spec = AudioInput.of(audio)
-            self.audio_inputs = {"audio": spec}
+            spec = self.add_audio_input("audio", audio)
             # built from its own seed: the NeRF's initialisation does not depend on whether the regressor exists
             state = torch.random.get_rng_state()
             torch.manual_seed(seed)

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def cauchy_kernel(t: torch.Tensor, length_scale: float, sigma: float = 1.0) -> torch.Tensor:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 MOUTH = list(range(48, 68))
 EYES = list(range(36, 48))

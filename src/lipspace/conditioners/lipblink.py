@@ -61,14 +61,13 @@ import torch
 from scipy.spatial.transform import Rotation
 from torch import nn
 
-from lipspace.audio.inputs import AudioInput
 from lipspace.av.sync import sync_loss, sync_prob
 from lipspace.conditioners.audio_net import AudioNet
 from lipspace.conditioners.base import Conditioner
 from lipspace.conditioners.gpvae import PoseBlinkGPVAE, fit_gpvae
 from lipspace.conditioners.landmark_ae import LandmarkAE, normalise_landmarks, single_thread, train_landmark_ae
 from lipspace.conditioners.stage import learned_check, load_stage, save_stage, stage_key
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 6  # bump when training code changes what a cached file would hold
@@ -131,14 +130,13 @@ class LipBlinkConditioner(Conditioner):
             raise LipspaceError(f"conditioner 'lipblink' reads lmk68 (dim 2: [N, 68, 2] pixels), blink (dim 1) and "
                                 f"audio (the backend width), got {self.inputs}. Set conditioner.inputs="
                                 f"{{lmk68: 2, blink: 1, audio: <backend width>}}.")
-        spec = AudioInput.of(audio or {"backend": "mel", "window": 16, "context": 1})
+        spec = self.add_audio_input("audio", audio or {"backend": "mel", "window": 16, "context": 1})
         if spec.context != 1:
             raise LipspaceError(f"conditioner 'lipblink': audio.context must be 1 (one window per frame), got "
                                 f"{spec.context}")
         if sync_min_shift < 1 or sync_max_shift <= sync_min_shift:
             raise LipspaceError(f"conditioner 'lipblink': need 1 <= sync_min_shift < sync_max_shift, got "
                                 f"{sync_min_shift}, {sync_max_shift}")
-        self.audio_inputs = {"audio": spec}
         a_dim = self.inputs["audio"]
         self.mouth_dim, self.eye_dim, self.seed = mouth_dim, eye_dim, seed
         self.pools, self.cache = list(pools or []), cache

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from lipspace.data.schema import FPS, HEAD_CLASSES, frame_name, validate_dataset
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 @dataclass

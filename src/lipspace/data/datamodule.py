@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lipspace.data.clip import Clip, Split, load_clip, split_frames
 from lipspace.data.sampling import ImageBatches, RayBatches, frame_inputs, whole_frame
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 BATCH_KINDS = ("rays", "images")  # lipspace.renderers.base.Renderer.batch_kind
 

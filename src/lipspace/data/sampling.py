@@ -11,7 +11,7 @@ from torch.utils.data import IterableDataset
 from lipspace.data.clip import Clip
 from lipspace.data.rays import camera_rays, full_frame_pixels, sphere_near_far
 from lipspace.data.schema import HEAD_CLASSES
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def frame_inputs(clip: Clip, idx, inputs: dict[str, int]) -> dict[str, torch.Tensor]:

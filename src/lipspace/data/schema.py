@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 SCHEMA_VERSION = 1
 FPS = 25

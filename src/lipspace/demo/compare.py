@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 SPACES = {"expression": "lipnerf", "deepspeech": "adnerf", "lipblink": "dfanerf", "blendshape_av": "synctalk"}
 STEPS = 800  # the equal training budget (tri-plane, budget=tiny); see README "What the demo does" for its timing
@@ -78,7 +78,7 @@ def _finished(run: Path, overrides: list[str]) -> dict | None:
 
 def train_and_evaluate(space: str, overrides: list[str], run: Path, progress: Progress) -> tuple[pd.DataFrame, dict]:
     """Train (resuming an interrupted run) and evaluate one preset, or reuse a finished training / evaluation."""
-    from lipspace.config import choices_from_overrides, compose_train
+    from lipspace.utils.config import choices_from_overrides, compose_train
     from lipspace.tasks.evaluate import evaluate_run
     from lipspace.tasks.train import train
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from hydra.utils import instantiate
 
-from lipspace.config import check_config, choices_from_overrides, compose_train
+from lipspace.utils.config import check_config, choices_from_overrides, compose_train
 from lipspace.demo.compare import (COMMON, SPACES, Progress, check_spaces, print_table, run_key, side_by_side,
                                     reference_rows, summarise, train_and_evaluate)
 

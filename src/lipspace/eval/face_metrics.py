@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lipspace.data.schema import FPS, MP_BLENDSHAPE_NAMES
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.eval.motion import blinks_per_second
 
 MODEL_ASSET = "face_landmarker.task"
@@ -75,20 +75,20 @@ def lip_indices() -> tuple[int, ...]:
 
 def _model_path(model_path) -> Path:
     if model_path is None:
-        from lipspace.assets import resolve_known  # $LIPSPACE_ASSETS/models, the cache, else the official URL
+        from lipspace.utils.assets import resolve_known  # $LIPSPACE_ASSETS/models, the cache, else the official URL
 
         return resolve_known(MODEL_ASSET)
     p = Path(model_path).expanduser()
     if not p.is_file():
         raise LipspaceError(f"{p}: face landmarker model not found; pass the path of {MODEL_ASSET}, or leave "
                             f"model_path unset to use $LIPSPACE_ASSETS/models/{MODEL_ASSET} or the cache/download "
-                            f"(lipspace.assets.resolve_known('{MODEL_ASSET}'))")
+                            f"(lipspace.utils.assets.resolve_known('{MODEL_ASSET}'))")
     return p
 
 
 def face_model_provenance(model_path=None) -> str:
     """"MediaPipe FaceLandmarker <version>, face_landmarker.task sha256 <first 12 hex>" of the model used."""
-    from lipspace.assets import KNOWN_ASSETS, file_sha256
+    from lipspace.utils.assets import KNOWN_ASSETS, file_sha256
 
     p = _model_path(model_path)
     sha = file_sha256(p)

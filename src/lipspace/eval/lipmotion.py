@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from lipspace.data.schema import FPS
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.eval.face_metrics import _MODEL, OUTER_EYE_CORNERS, FaceTracks
 from lipspace.prep.avsync import audio_envelope, estimate_av_offset
 

@@ -7,7 +7,7 @@ spatial mean; sum over the five layers. Validated by tests/eval/test_lpips.py ag
 the reference triple of richzhang/PerceptualSimilarity (0.722 / 0.138).
 
 Weights (``load_lpips``): a path given, else the asset ``lpips_alex_v0.1.pth`` (trunk + heads in one state dict)
-from ``$LIPSPACE_ASSETS/models`` or the project cache (``lipspace.assets.resolve_asset``, sha256-checked), else
+from ``$LIPSPACE_ASSETS/models`` or the project cache (``lipspace.utils.assets.resolve_asset``, sha256-checked), else
 ``from_official_files``: torchvision's ``alexnet-owt-7be5be79.pth`` (hash-prefix checked) and the lpips package's
 ``weights/v0.1/alex.pth`` from their official URLs.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 ASSET = "lpips_alex_v0.1.pth"
 LPIPS_OFFICIAL_URLS = {
@@ -106,10 +106,10 @@ def from_official_files(trunk_path, heads_path) -> LPIPS:
 
 def load_lpips(path: str | Path | None = None, download="auto") -> LPIPS:
     """LPIPS with official weights; see the module docstring for the lookup order. ``download``: ``auto`` fetches
-    the two official files into the cache when their hosts answer (``lipspace.assets.download_checked``: probed
+    the two official files into the cache when their hosts answer (``lipspace.utils.assets.download_checked``: probed
     once per process, a few seconds at most, never with $LIPSPACE_OFFLINE), ``true`` always tries, ``false`` never
     touches the network. Raises a LipspaceError naming what to provide when no weights are found or fetched."""
-    from lipspace.assets import (KNOWN_ASSETS, AssetUnavailable, asset_places, cache_dir, download_checked,
+    from lipspace.utils.assets import (KNOWN_ASSETS, AssetUnavailable, asset_places, cache_dir, download_checked,
                                  download_mode, file_sha256, resolve_asset)
 
     mode = download_mode(download)

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lipspace.assets import (Asset, AssetUnavailable, DownloadChecksumMismatch, asset_places, download_mode,
+from lipspace.utils.assets import (Asset, AssetUnavailable, DownloadChecksumMismatch, asset_places, download_mode,
                              file_sha256, resolve_asset)
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 # VGG publishes no checksum for either file. These digests are the ones independent public projects record for them
 # (found by searching public code): syncnet_v2.model, 54,573,114 bytes, pinned identically by many
@@ -153,7 +153,7 @@ def official_setup(*, syncnet_weights=None, s3fd_weights=None, vshift: int = 15,
     label = " + ".join(f"{name} {a.name} ({f'sha256 {file_sha256(p)}' if p else 'not found'})"
                        for name, a, p in (("SyncNet", SYNCNET, sp), ("S3FD", S3FD, fp))) + f", syncnet-python {version}"
     if sp is None or fp is None:
-        from lipspace.assets import cache_dir
+        from lipspace.utils.assets import cache_dir
 
         reasons = "; ".join(dict.fromkeys(_REASONS[r] for r in (r_s, r_f) if r))
         missing = " | ".join(f"no {a.name} (looked at {why}); to provide it: get {a.url} and pass {arg}=PATH, "
@@ -176,8 +176,8 @@ def lse_official(video_path, *, syncnet_weights=None, s3fd_weights=None, vshift:
 
     Returns {lse_d, lse_c, lse_offset, lse_status, lse_model}. Weights, each: ``syncnet_weights`` /
     ``s3fd_weights`` > ``$LIPSPACE_SYNCNET_WEIGHTS`` / ``$LIPSPACE_S3FD_WEIGHTS`` > ``$LIPSPACE_ASSETS/models/`` and
-    the project cache (``lipspace.assets.cache_dir()``) > the official URL into that cache, as ``download`` says:
-    ``auto`` (default) when the host answers within ``lipspace.assets.CONNECT_TIMEOUT_S`` s (probed once per
+    the project cache (``lipspace.utils.assets.cache_dir()``) > the official URL into that cache, as ``download`` says:
+    ``auto`` (default) when the host answers within ``lipspace.utils.assets.CONNECT_TIMEOUT_S`` s (probed once per
     process; never with ``$LIPSPACE_OFFLINE`` set), ``true`` always, ``false`` never. Every file is checked against
     a sha256 (the pinned digests above, see their comment: not published by VGG; pass ``syncnet_sha256`` /
     ``s3fd_sha256`` for another copy you trust). A local file with a wrong checksum and a missing or unreadable

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.eval.lse import _nan, offset_search
 
 _AUDIO_CACHE = 4  # audio embeddings kept per expert (by the samples' digest and the frame count)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 LABEL_PX = 18  # height of the caption bar above each panel
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from lipspace.data.schema import FPS
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.prep.facemodel import HEAD_UNIT_CM  # 1 head-space unit = 11 cm
 
 

@@ -40,11 +40,11 @@ class EvalSettings:
     s3fd_weights: str | None = None
     ave_weights: str | None = None
     # official weights not found locally (SyncNet / S3FD, LPIPS): auto = download (checksummed) when the host
-    # answers within a few seconds, true = always try, false = never touch the network (lipspace.assets)
+    # answers within a few seconds, true = always try, false = never touch the network (lipspace.utils.assets)
     download: str | bool = "auto"
 
     def __post_init__(self):
-        from lipspace.assets import download_mode
+        from lipspace.utils.assets import download_mode
 
         self.download = download_mode(self.download, "evaluation.metrics.download")
 
@@ -57,7 +57,7 @@ class EvalSettings:
         d = dict(node)
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:  # a misspelt key (lpip: false) would otherwise be ignored and the metric computed anyway
-            from lipspace.errors import LipspaceError
+            from lipspace.utils.errors import LipspaceError
 
             raise LipspaceError(f"unknown evaluation.metrics key(s) {', '.join(unknown)}; valid keys: "
                                 f"{', '.join(cls.__dataclass_fields__)}")
@@ -85,7 +85,7 @@ class Scorer:
             self._load_lpips()
 
     def _load_lpips(self) -> None:
-        from lipspace.errors import LipspaceError
+        from lipspace.utils.errors import LipspaceError
         from lipspace.eval.lpips import load_lpips
 
         try:
@@ -174,7 +174,7 @@ class Scorer:
         A ground truth not analysed yet is analysed in a second thread beside the render: MediaPipe's landmarker
         runs on one core, so on 2 free cores the pair takes the time of one (the same values: each sequence has
         its own landmarker)."""
-        from lipspace.errors import LipspaceError
+        from lipspace.utils.errors import LipspaceError
         from lipspace.eval import face_metrics as F
 
         try:
@@ -197,7 +197,7 @@ class Scorer:
     def _lipmotion(self, tracks, audio, audio_offset_s: float, seconds: float, fps: float) -> dict:
         """Weight-free lip-sync columns (``lipspace.eval.lipmotion``) from the face tracks; NaN with
         ``lipmotion_status`` when there are none (face analysis off or failed), no audio or no ground truth."""
-        from lipspace.errors import LipspaceError
+        from lipspace.utils.errors import LipspaceError
         from lipspace.eval import lipmotion as L
 
         if tracks is None:
@@ -217,7 +217,7 @@ class Scorer:
 
     def _lse_local(self, frames, lmk68, wav, fps, source=None) -> dict:
         """Local LSE columns with the sync expert, loaded once per evaluation (``lse_local.LocalSyncExpert``)."""
-        from lipspace.errors import LipspaceError
+        from lipspace.utils.errors import LipspaceError
         from lipspace.eval.lse_local import LocalSyncExpert
 
         try:
@@ -233,7 +233,7 @@ class Scorer:
     def _lse_official(self, frames, wav: Path, fps: float, video: Path | None, scratch: Path) -> dict:
         """Official LSE columns. Whether it can run at all (syncnet-python, weights, ffmpeg) is asked once per
         evaluation; when it cannot, no video is encoded for it and every sequence gets that NaN row."""
-        from lipspace.errors import LipspaceError
+        from lipspace.utils.errors import LipspaceError
         from lipspace.eval.lse import lse_official, official_setup
 
         kw = {"syncnet_weights": self.s.syncnet_weights, "s3fd_weights": self.s.s3fd_weights,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def ffmpeg_exe() -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 # Budget for one float32 chunk of the masked median; bounds peak memory on long clips.
 _CHUNK_BYTES = 64 * 2**20

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from lipspace.data.schema import FPS
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.prep.face import FaceTracks
 from lipspace.prep.runs import true_runs
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from scipy.optimize import minimize
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.prep.runs import evenly_spaced
 
 

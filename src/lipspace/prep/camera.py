@@ -15,7 +15,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.spatial.transform import Rotation
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 
 def intrinsics_for(focal: float, image_hw: tuple[int, int]) -> np.ndarray:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from lipspace.data.schema import FPS, MP_BLENDSHAPE_NAMES
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.prep.runs import true_runs
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,8 @@ def _open_landmarker(model_path: Path, num_faces: int):
     except (RuntimeError, ValueError, OSError) as e:
         why = " ".join(str(e).split())[:200]
         raise LipspaceError(f"{model_path}: cannot load as a MediaPipe FaceLandmarker model ({why}); use the official "
-                            f"face_landmarker.task (lipspace.assets.resolve_known('face_landmarker.task'))") from None
+                            "face_landmarker.task "
+                            "(lipspace.utils.assets.resolve_known('face_landmarker.task'))") from None
 
 
 def track_faces(frames: np.ndarray, model_path: str | Path, max_invalid_fraction: float = 0.2,
@@ -85,7 +86,7 @@ def track_faces(frames: np.ndarray, model_path: str | Path, max_invalid_fraction
     model_path = Path(model_path)
     if not model_path.is_file():
         raise LipspaceError(f"{model_path}: face landmarker model not found; resolve it with "
-                            f"lipspace.assets.resolve_known('face_landmarker.task') or set LIPSPACE_ASSETS")
+                            f"lipspace.utils.assets.resolve_known('face_landmarker.task') or set LIPSPACE_ASSETS")
     n, h, w = frames.shape[:3]
     lmk = np.zeros((n, N_LANDMARKS, 3), np.float32)
     bs = np.zeros((n, N_BLENDSHAPES), np.float32)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from lipspace.data.schema import ICT_EXPR_NAMES, MP_BLENDSHAPE_NAMES
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 HEAD_UNIT_CM = 11.0
 EYE_TO_ORIGIN_HEAD = np.array([0.0, 0.08, 0.80])  # head units, from the outer-eye-corner midpoint to the origin

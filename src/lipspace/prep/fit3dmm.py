@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.prep.camera import fill_invalid, intrinsics_for, project, search_focal, smooth_poses
 from lipspace.prep.runs import evenly_spaced
 from lipspace.prep.facemodel import JAW_WEIGHT, MP_TO_LMK68, FaceModel, mp_blendshapes_to_expr

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from lipspace.data.schema import FPS, SAMPLE_RATE
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 
 from lipspace.data.schema import HEAD_CLASSES
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 BACKGROUND, HAIR, SKIN, LIPS, MOUTH, EYES, BROWS, NOSE, NECK, TORSO = range(10)
 
@@ -362,7 +362,7 @@ def parse_frames(frames: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, s
 
 def bench(n: int = 50, size: int = 512, hair_stride: int = 1, threads: bool = True, repeats: int = 3) -> dict:
     """ms/frame of each piece on the first n frames of the shared may_en clip (needs ../shared/assets)."""
-    from lipspace.assets import resolve_known
+    from lipspace.utils.assets import resolve_known
     from lipspace.prep.crop import crop_frames, face_crop_box
     from lipspace.prep.face import track_faces
     from lipspace.prep.io import decode_video_25fps

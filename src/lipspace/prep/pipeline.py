@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lipspace.assets import file_sha256
+from lipspace.utils.assets import file_sha256
 from lipspace.data.schema import FPS, ICT_EXPR_NAMES, PARSING_CLASSES, SAMPLE_RATE, validate_dataset
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.prep.cache import CACHE_DIR, StageCache, stage_key
 from lipspace.prep.runs import evenly_spaced
 
@@ -149,7 +149,7 @@ class Preprocessor:
         return int(self.cache.marker("decode")["info"]["n_frames"])
 
     def _model_path(self, known: str, given: str | None) -> Path:
-        from lipspace.assets import resolve_known
+        from lipspace.utils.assets import resolve_known
 
         if given:
             p = Path(given)

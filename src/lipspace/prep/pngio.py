@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from lipspace.data.schema import frame_name
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 # zlib level 1 with the "up" row filter: measured on 512^2 frames of the anchor clip, 6.7 ms and 203 KB per frame
 # against 15.1 ms and 202 KB for OpenCV's default (level 3, adaptive filters).

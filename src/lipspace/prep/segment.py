@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 MULTICLASS_LABELS = ("background", "hair", "body_skin", "face_skin", "clothes", "others")
 
@@ -36,8 +36,9 @@ class SegmentModel:
         self.path = Path(path)
         self.input_size = input_size
         if not self.path.is_file():
-            raise LipspaceError(f"{self.path}: {what} model not found; resolve it with lipspace.assets.resolve_known"
-                                f"('{self.path.name}') or set LIPSPACE_ASSETS to the shared assets folder")
+            raise LipspaceError(f"{self.path}: {what} model not found; resolve it with "
+                                f"lipspace.utils.assets.resolve_known('{self.path.name}') or set LIPSPACE_ASSETS "
+                                "to the shared assets folder")
         try:
             import mediapipe as mp  # deferred: slow import, only preprocessing needs it
             from mediapipe.tasks.python import BaseOptions
@@ -108,7 +109,7 @@ class Segmenters:
             else:
                 if selfie is None or hair is None:
                     raise LipspaceError("Segmenters needs selfie_segmenter.tflite and hair_segmenter_derived.tflite "
-                                        "paths (lipspace.assets.resolve_known) or a multiclass model path")
+                                        "paths (lipspace.utils.assets.resolve_known) or a multiclass model path")
                 self.selfie_model = self._open(selfie, "selfie (person)", selfie_input)
                 self.hair_model = self._open(hair, "hair", None)
         except BaseException:

@@ -11,7 +11,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 Outputs = dict[str, torch.Tensor]
 ChunkLoss = Callable[[Outputs, slice], torch.Tensor]

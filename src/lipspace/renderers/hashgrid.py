@@ -30,7 +30,7 @@ import warnings
 import torch
 from torch import nn
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 PRIMES = (1, 2654435761, 805459861)
 

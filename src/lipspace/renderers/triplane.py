@@ -17,7 +17,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.renderers.base import Outputs, VolumeRenderer
 from lipspace.renderers.occupancy import OccupancyGrid
 from lipspace.renderers.volume import composite_real, stratified_samples

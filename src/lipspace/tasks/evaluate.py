@@ -2,7 +2,7 @@
 driven by their tracks and by their audio, each against the mean-training-frame baseline; and driven by dubbed
 audio in other languages (sync and face metrics, no ground truth). Writes <run>/eval/results.{csv,json} and
 videos; ``evaluate_run`` / ``evaluate_sweep`` evaluate with an `evaluation` config node, and the rows go to a study's
-results table (``lipspace.results_table``)."""
+results table (``lipspace.reporting.results_table``)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ import torch
 
 from lipspace.data.clip import Clip
 from lipspace.data.sampling import frame_inputs
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.eval import metrics as M
 from lipspace.eval.scoring import BATCH_PIXELS, EvalSettings, Scorer
 from lipspace.eval.video import to_uint8, write_strip, write_video
-from lipspace.inference import render_sequence
-from lipspace.playback import frames_from_audio
-from lipspace.results_table import failed_row, record
-from lipspace.runs import is_run, load_run
+from lipspace.model.inference import render_sequence
+from lipspace.model.playback import frames_from_audio
+from lipspace.reporting.results_table import failed_row, record
+from lipspace.model.runs import is_run, load_run
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ def log_to_wandb(run_dir, df: pd.DataFrame) -> None:
     cfg_path = Path(run_dir) / "config.yaml"
     if not cfg_path.is_file() or not (OmegaConf.load(cfg_path).get("logger") or {}).get("wandb"):
         return
-    from lipspace.wandb_eval import log_eval
+    from lipspace.reporting.wandb_eval import log_eval
 
     info_path = Path(run_dir) / "run.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from lipspace.data.sampling import frame_inputs
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.eval.video import to_uint8, write_video
-from lipspace.inference import render_sequence
-from lipspace.playback import frames_from_audio
-from lipspace.runs import load_run
+from lipspace.model.inference import render_sequence
+from lipspace.model.playback import frames_from_audio
+from lipspace.model.runs import load_run
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lipspace.build import build_system
-from lipspace.config import check_config
-from lipspace.loggers import finish_wandb
+from lipspace.model.build import build_system
+from lipspace.utils.config import check_config
+from lipspace.reporting.loggers import finish_wandb
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def resolve_resume(cfg: DictConfig, output_dir: Path) -> str | None:
         return str(last) if last.is_file() else None
     path = Path(cfg.ckpt_path)
     if not path.is_file():
-        from lipspace.errors import LipspaceError
+        from lipspace.utils.errors import LipspaceError
 
         raise LipspaceError(f"{path}: checkpoint to resume from does not exist. Pass an existing .ckpt, "
                             "ckpt_path=auto (resume from <run>/checkpoints/last.ckpt if present) or ckpt_path=null.")

@@ -12,7 +12,7 @@ import numpy as np
 from lipspace.data.schema import SAMPLE_RATE
 from lipspace.data.synthetic import params as pm
 from lipspace.data.synthetic.speech import synthesize
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 DUB_VERSION = "1"
 

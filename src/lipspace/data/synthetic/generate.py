@@ -17,7 +17,7 @@ from lipspace.data.synthetic import params as pm
 from lipspace.data.synthetic import scene as sn
 from lipspace.data.synthetic.landmarks import landmarks68
 from lipspace.data.synthetic.speech import synthesize
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 log = logging.getLogger(__name__)
 GENERATOR_VERSION = "2"

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.renderers.encodings import PositionalEncoding
 from lipspace.renderers.hashgrid import TriPlaneHash
 

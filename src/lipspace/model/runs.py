@@ -9,14 +9,26 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lipspace.build import build_system
-from lipspace.errors import LipspaceError
+from lipspace.model.build import build_system
+from lipspace.utils.errors import LipspaceError
+
+
+# Where classes that run configs name by ``_target_`` lived before the package re-layout (issue 16): runs trained
+# before it still load.
+_MOVED_TARGETS = {"lipspace.system.": "lipspace.model.system.", "lipspace.loggers.": "lipspace.reporting.loggers."}
+
+
+def _load_config(path: Path):
+    """A run's config.yaml, ``_target_`` values naming a pre-re-layout module path rewritten to the current one."""
+    text = path.read_text()
+    for old, new in _MOVED_TARGETS.items():
+        text = text.replace(f"_target_: {old}", f"_target_: {new}")
+    return OmegaConf.create(text)
 
 
 def is_run(path: Path) -> bool:
     """A training run's output directory (it holds config.yaml or run.json)."""
     return (path / "config.yaml").is_file() or (path / "run.json").is_file()
-
 
 
 def load_run(run_dir, ckpt: str = "last"):
@@ -26,7 +38,7 @@ def load_run(run_dir, ckpt: str = "last"):
     if not cfg_path.is_file():
         raise LipspaceError(f"{cfg_path}: missing, so {run_dir} is not a lipspace training run. "
                             "Pass run_dir=<the output directory printed by lipspace-train>.")
-    cfg = OmegaConf.load(cfg_path)
+    cfg = _load_config(cfg_path)
     ckpt_path = run_dir / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
     if not ckpt_path.is_file():
         raise LipspaceError(f"{ckpt_path}: checkpoint not found. Train first (lipspace-train) or pass ckpt=<path>.")

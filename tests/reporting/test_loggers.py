@@ -1,4 +1,4 @@
-from lipspace.loggers import resolve_wandb_mode, run_tags, wandb_logger
+from lipspace.reporting.loggers import resolve_wandb_mode, run_tags, wandb_logger
 
 
 def test_offline_without_api_key(monkeypatch, tmp_path):
@@ -28,7 +28,7 @@ def test_offline_logger_writes_locally_fast(monkeypatch, tmp_path):
     lg = wandb_logger("lipspace-test", "g", ["t"], str(tmp_path))
     lg.log_metrics({"x": 1.0}, step=0)
     assert list(lg.experiment.tags) == ["t", "cond:expression", "renderer:mlp", "clip:full"]  # from run.json
-    from lipspace.loggers import finish_wandb
+    from lipspace.reporting.loggers import finish_wandb
 
     cmd = finish_wandb()
     assert time.perf_counter() - t < 30

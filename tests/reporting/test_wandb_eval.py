@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lipspace.wandb_eval import eval_metrics, find_wandb_run, log_eval, primary_rows, wandb_run_dirs
+from lipspace.reporting.wandb_eval import eval_metrics, find_wandb_run, log_eval, primary_rows, wandb_run_dirs
 
 INFO = {"conditioner": "expression", "renderer": "mlp", "experiment": None, "budget": "tiny", "seed": 0,
         "dataset": "/data/synth_a", "clip_seconds": 5, "gt_background_classes": [0], "bounds": [[-1, 1]],
@@ -208,7 +208,7 @@ def test_log_eval_disabled_writes_nothing(tmp_path):
 # --- dashboard --------------------------------------------------------------------------------------------------------
 
 def test_dashboard_spec_has_the_panels():
-    from lipspace.wandb_report import panel_specs, report_spec
+    from lipspace.reporting.wandb_report import panel_specs, report_spec
 
     panels = panel_specs()
     scatter = {p["y"]: p for p in panels if p["kind"] == "scatter"}
@@ -240,7 +240,7 @@ def _run_cli(monkeypatch, capsys, *args):
 
 
 def test_dashboard_cli_without_the_report_package(monkeypatch, capsys):
-    import lipspace.wandb_report as wr
+    import lipspace.reporting.wandb_report as wr
 
     monkeypatch.setattr(wr, "report_package_available", lambda: False)
     code, out = _run_cli(monkeypatch, capsys, "project=lipspace", "entity=me", "study=clip_length")
@@ -250,7 +250,7 @@ def test_dashboard_cli_without_the_report_package(monkeypatch, capsys):
 
 
 def test_dashboard_cli_without_a_key(monkeypatch, capsys, offline_env):
-    import lipspace.wandb_report as wr
+    import lipspace.reporting.wandb_report as wr
 
     monkeypatch.setattr(wr, "report_package_available", lambda: True)
     code, out = _run_cli(monkeypatch, capsys, "study=clip_length")
@@ -272,7 +272,7 @@ def test_dashboard_cli_rejects_unknown_args_and_dry_runs(monkeypatch, capsys):
 
 def test_report_objects_build(monkeypatch):
     pytest.importorskip("wandb_workspaces")
-    from lipspace.wandb_report import build_report, report_spec
+    from lipspace.reporting.wandb_report import build_report, report_spec
 
     report = build_report(report_spec("lipspace", "clip_length", "me", ["expression", "hubert"]))
     (grid,) = [b for b in report.blocks if type(b).__name__ == "PanelGrid"]
@@ -287,7 +287,7 @@ def test_report_objects_build(monkeypatch):
 def test_resuming_waits_for_a_run_directory_of_its_own(tmp_path):
     from datetime import datetime
 
-    from lipspace.wandb_eval import _wait_for_own_run_dir
+    from lipspace.reporting.wandb_eval import _wait_for_own_run_dir
 
     now = datetime.now().strftime("%Y%m%d_%H%M%S")
     (tmp_path / "wandb" / f"offline-run-{now}-abc").mkdir(parents=True)  # W&B would reuse this name this second

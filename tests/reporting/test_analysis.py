@@ -1,4 +1,4 @@
-"""lipspace.analysis (seed statistics, tables, provenance, the real-clip still-frame table) and the analysis
+"""lipspace.reporting.analysis (seed statistics, tables, provenance, the real-clip still-frame table) and the analysis
 notebooks, run with papermill."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lipspace import analysis as A
-from lipspace.errors import LipspaceError
+from lipspace.reporting import analysis as A
+from lipspace.utils.errors import LipspaceError
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 EXPERIMENT = {"expression": "lipnerf", "deepspeech": "adnerf", "lipblink": "dfanerf", "blendshape_av": "synctalk"}
 MOUTH_PSNR = {"expression": 30.0, "deepspeech": 27.0, "lipblink": 29.0, "blendshape_av": 28.0}
 
@@ -229,7 +229,7 @@ def test_notebooks_are_saved_clean_with_a_kernelspec(name):
 
 
 def test_heldout_audio_falls_back_to_the_audio_driven_tail_of_a_clip_without_utterances():
-    from lipspace.analysis import subset_rows
+    from lipspace.reporting.analysis import subset_rows
 
     rows = pd.DataFrame([
         {"dataset": "syn", "eval_set": "test_tail", "driver": "audio", "psnr": 1.0},

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 # A run is one training: its eval rows (eval sets, drivers) are averaged before statistics are taken over seeds.
 RUN_KEYS = ["study", "conditioner", "renderer", "clip_label", "seed", "dataset"]

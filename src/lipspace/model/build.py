@@ -1,5 +1,5 @@
 """Build the conditioner, renderer and system a config describes, checked against the loaded data: shared by the
-train task and by run loading (lipspace.runs), so neither task imports the other."""
+train task and by run loading (lipspace.model.runs), so neither task imports the other."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def _instantiate(node, **kwargs):
     than inside Hydra's InstantiationException."""
     from hydra.errors import InstantiationException
 
-    from lipspace.errors import LipspaceError
+    from lipspace.utils.errors import LipspaceError
 
     try:
         return instantiate(node, **kwargs)
@@ -29,7 +29,9 @@ def _instantiate(node, **kwargs):
 
 def build_conditioner(cfg: DictConfig, n_frames: int):
     """The configured conditioner, given what it declares it needs from the loaded data (``data_kwargs``)."""
-    return _instantiate(cfg.conditioner, **get_class(cfg.conditioner._target_).data_kwargs(n_frames))
+    conditioner = _instantiate(cfg.conditioner, **get_class(cfg.conditioner._target_).data_kwargs(n_frames))
+    conditioner.check_declared()
+    return conditioner
 
 
 def build_system(cfg: DictConfig, datamodule, output_dir: Path | None = None, prepare: bool = True,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
 # The configs ship inside the package (lipspace/conf, package data): a wheel install runs `lipspace-train` with
 # them, and the repository's top-level conf/ is a link to this directory. $LIPSPACE_CONF points at another copy.
-PACKAGE_CONF_DIR = Path(__file__).resolve().parent / "conf"
+PACKAGE_CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CONF_DIR = Path(os.environ.get("LIPSPACE_CONF") or PACKAGE_CONF_DIR)
 
 # ${lipspace_cwd:} - the launch directory. paths.root_dir uses it rather than ${hydra:runtime.cwd}, which a

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 from lipspace.eval.video import to_uint8
-from lipspace.inference import render_sequence
+from lipspace.model.inference import render_sequence
 
 
 def pose_playback(indices: np.ndarray, n: int) -> np.ndarray:

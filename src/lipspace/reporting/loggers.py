@@ -1,6 +1,6 @@
 """Weights & Biases for lipspace: a logger that goes offline by itself when no API key is configured (no crash, no
 network wait) and run tags from run_info. Evaluation results go into the training run through
-lipspace.wandb_eval.log_eval."""
+lipspace.reporting.wandb_eval.log_eval."""
 
 from __future__ import annotations
 

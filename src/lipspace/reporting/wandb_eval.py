@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from glob import escape as glob_escape
 from pathlib import Path
 
-from lipspace.loggers import resolve_wandb_mode, run_tags
+from lipspace.reporting.loggers import resolve_wandb_mode, run_tags
 
 log = logging.getLogger(__name__)
 

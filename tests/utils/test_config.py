@@ -8,8 +8,8 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lipspace.config import CONF_DIR, check_config, compose_train, group_options
-from lipspace.errors import LipspaceError
+from lipspace.utils.config import CONF_DIR, check_config, compose_train, group_options
+from lipspace.utils.errors import LipspaceError
 
 GROUPS = ["data", "conditioner", "renderer", "model", "trainer", "logger", "callbacks", "paths", "budget",
           "experiment", "debug", "local", "evaluation", "ave"]
@@ -30,7 +30,7 @@ def test_every_group_option_composes_and_resolves(override, tmp_path):
     check_config(cfg)
     group, opt = override.split("=")
     if group == "conditioner":
-        from lipspace.build import build_conditioner
+        from lipspace.model.build import build_conditioner
 
         cond = build_conditioner(cfg, n_frames=10)
         renderer = instantiate(cfg.renderer)(cond_dim=cond.out_dim)
@@ -78,7 +78,7 @@ def test_budget_name_is_the_composed_budget(budget, tmp_path):
     from hydra import compose, initialize_config_dir
 
     assert compose_train([f"budget={budget}"], tmp_path).budget_name == budget
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for study in ("conditioning_spaces", "clip_length"):
         with initialize_config_dir(str(root / "experiments" / study), version_base="1.3"):
             cfg = compose("sweep_synthetic", overrides=[f"hydra.searchpath=[file://{CONF_DIR}]", f"budget={budget}"])
@@ -160,7 +160,7 @@ def test_cli_missing_dataset_exit_2_one_line(tmp_path):
 
 def test_choices_follow_experiment_presets():
     """Result rows are labelled by the conditioner an experiment preset selects, not the root default."""
-    from lipspace.config import choices_from_overrides
+    from lipspace.utils.config import choices_from_overrides
 
     got = choices_from_overrides(["experiment=adnerf"])
     assert got["conditioner"] == "deepspeech" and got["experiment"] == "adnerf"
@@ -173,7 +173,7 @@ def test_choices_follow_experiment_presets():
 def test_every_preset_runs_on_every_renderer(experiment, renderer, tmp_path):
     """The conditioning-space sweep crosses presets with renderers: a preset's MLP sizes
     (experiment_renderer/<preset>_mlp.yaml) must not leak into another renderer's constructor."""
-    from lipspace.build import build_conditioner
+    from lipspace.model.build import build_conditioner
 
     for budget in group_options("budget"):
         cfg = compose_train([f"experiment={experiment}", f"renderer={renderer}", f"budget={budget}"], tmp_path / "r")
@@ -196,10 +196,10 @@ def test_sweep_dirs_resolve_before_hydra_config_is_set():
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from lipspace.config import CONF_DIR
+    from lipspace.utils.config import CONF_DIR
 
     HydraConfig.instance().cfg = None
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for study in ("conditioning_spaces", "clip_length"):
         with initialize_config_dir(str(root / "experiments" / study), version_base="1.3"):
             cfg = compose("sweep_synthetic", return_hydra_config=True,

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from lipspace import assets
-from lipspace.assets import (KNOWN_ASSETS, AssetUnavailable, DownloadChecksumMismatch, download_mode, file_sha256,
+from lipspace.utils import assets
+from lipspace.utils.assets import (KNOWN_ASSETS, AssetUnavailable, DownloadChecksumMismatch, download_mode, file_sha256,
                              resolve_asset, resolve_known)
-from lipspace.errors import LipspaceError
-from tests.local_http import serve_folder
+from lipspace.utils.errors import LipspaceError
+from local_http import serve_folder
 
 URL = "https://example.invalid/models/m.bin"
 REAL_FETCH = assets._fetch
@@ -291,7 +291,7 @@ def test_hash_is_cached_by_path_size_mtime(tmp_path, monkeypatch):
 
 
 def test_real_shared_assets_verify(monkeypatch, tmp_path):
-    root = Path(__file__).resolve().parents[2] / "shared" / "assets"
+    root = Path(__file__).resolve().parents[3] / "shared" / "assets"
     root = Path(os.environ.get("LIPSPACE_ASSETS", root))
     if not (root / "models").is_dir():
         pytest.skip(f"shared assets not present ({root}/models; set LIPSPACE_ASSETS)")

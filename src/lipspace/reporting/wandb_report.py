@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 
-from lipspace.errors import LipspaceError
+from lipspace.utils.errors import LipspaceError
 
-# (summary key written by lipspace.wandb_eval.log_eval, label); LSE-D: lower is better, the others higher
+# (summary key written by lipspace.reporting.wandb_eval.log_eval, label); LSE-D: lower is better, the others higher
 METRICS = (("eval/lse_d", "LSE-D (lower is better)"), ("eval/lse_c", "LSE-C"), ("eval/psnr", "PSNR (dB)"),
            ("eval/mouth_psnr", "mouth PSNR (dB)"))
 CONDITIONER_KEY = "config:run.conditioner"  # run_info, logged as the run's `run` config by train and log_eval

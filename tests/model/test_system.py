@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from lipspace.conditioners.expression import ExpressionConditioner
 from lipspace.renderers.fields.mlp import MLPField
 from lipspace.renderers.nerf import NeRFRenderer, mse_chunk_loss
-from lipspace.system import TalkingHeadSystem
+from lipspace.model.system import TalkingHeadSystem
 
 
 def _system(chunk):
