@@ -99,7 +99,8 @@ def prepared_real_clip(name: str, seconds: float | None = None, size: int = 128)
     if assets is None or not (assets / "video" / file).is_file() or \
             not (assets / "models" / "face_landmarker.task").is_file():
         pytest.skip(f"shared assets not present (set LIPSPACE_ASSETS to the folder with video/{file} and models/)")
-    from lipspace.prep.pipeline import PrepOptions, prepare
+    from lipspace.prep.options import PrepOptions
+    from lipspace.prep.pipeline import prepare
 
     out = ROOT / ".pytest_cache" / "real_clips" / f"{name}_{size}px_{seconds or 'all'}s"
     with pytest.MonkeyPatch.context() as mp:

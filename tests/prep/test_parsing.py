@@ -8,7 +8,9 @@ import pytest
 
 from lipspace.data.schema import PARSING_CLASSES
 from lipspace.prep import parsing as P
-from lipspace.prep.parsing import head_mask, parse_frame, parse_frames
+from lipspace.prep import parsing_clip as PC
+from lipspace.prep.parsing import head_mask, parse_frame
+from lipspace.prep.parsing_clip import parse_frames
 from tests.conftest import assets_dir
 
 S = 512
@@ -258,8 +260,8 @@ def test_parse_frames_multiclass_uses_body_skin_for_the_neck():
 
 def test_nearest_valid():
     v = np.array([False, True, False, False, False, False, True, False])
-    np.testing.assert_array_equal(P._nearest_valid(v, 1), [1, 1, 1, -1, -1, 6, 6, 6])
-    np.testing.assert_array_equal(P._nearest_valid(np.zeros(3, bool), 5), [-1, -1, -1])
+    np.testing.assert_array_equal(PC._nearest_valid(v, 1), [1, 1, 1, -1, -1, 6, 6, 6])
+    np.testing.assert_array_equal(PC._nearest_valid(np.zeros(3, bool), 5), [-1, -1, -1])
 
 
 def test_similarity_recovers_a_transform():
@@ -268,7 +270,7 @@ def test_similarity_recovers_a_transform():
     a = np.deg2rad(7)
     m = 1.1 * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
     dst = src @ m.T + (5, -3)
-    np.testing.assert_allclose(P._similarity(src, dst), np.c_[m, (5, -3)], atol=1e-9)
+    np.testing.assert_allclose(PC._similarity(src, dst), np.c_[m, (5, -3)], atol=1e-9)
 
 
 def test_polygons_match_mediapipe_topology():

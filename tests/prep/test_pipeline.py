@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from lipspace.utils.errors import LipspaceError
-from lipspace.prep.pipeline import STAGES, PrepOptions, Preprocessor, prepare
+from lipspace.prep.options import PrepOptions
+from lipspace.prep.pipeline import STAGES, Preprocessor, prepare
 from tests.conftest import assets_dir
 from tests.prep.videos import write_video
 

@@ -1,6 +1,6 @@
 """`lipspace-prep VIDEO OUT_DIR [key=value ...]`: preprocess a talking-head video into a lipspace dataset.
 
-Options are the fields of lipspace.prep.pipeline.PrepOptions, e.g. ``size=512 max_seconds=20 hair_stride=2``.
+Options are the fields of lipspace.prep.options.PrepOptions, e.g. ``size=512 max_seconds=20 hair_stride=2``.
 Re-running the same command reuses every finished stage (a killed run resumes where it stopped).
 """
 
@@ -15,7 +15,7 @@ from lipspace.utils.errors import LipspaceError
 
 
 def _usage() -> str:
-    from lipspace.prep.pipeline import PrepOptions
+    from lipspace.prep.options import PrepOptions
 
     opts = " ".join(f"[{f.name}={f.default}]" for f in dataclasses.fields(PrepOptions))
     return f"usage: lipspace-prep VIDEO OUT_DIR {opts}"
@@ -41,7 +41,7 @@ def _parse_value(annotation: str, text: str):
 
 
 def parse_args(argv: list[str]):
-    from lipspace.prep.pipeline import PrepOptions
+    from lipspace.prep.options import PrepOptions
 
     fields = {f.name: f for f in dataclasses.fields(PrepOptions)}
     positional, kwargs = [], {}

@@ -28,13 +28,8 @@ Inputs per frame: person and hair probability maps (lipspace.prep.segment, uint8
   (other head pieces become neck/torso/background), holes inside it are filled (face skin inside the oval, hair
   outside). Then the same for head + neck: stray neck pieces become torso, holes become neck.
 
-Frames with invalid landmarks (``parse_frames``): the nearest valid frame's landmarks are used when it is at most
-``max_gap`` frames away (the head moves little in a fraction of a second); otherwise the frame gets a
-landmark-free parse: background / hair (hair and person) / torso (rest of the person), no head classes.
-
-Speed (512x512, 2 shared cores, best of 3 on 50 frames): person model 3.3 ms, hair model 16.5 ms, parse_frame
-1.9 ms (1.2 without the neck colour test); parse_frames 22.7 ms/frame at hair_stride=1, 14.5 at 2, 11.9 at 3 (the
-default; head+neck IoU vs stride 1: 0.994-0.997, hair IoU 0.93-0.97 on two clips).
+A clip's frames are parsed by lipspace.prep.parsing_clip.parse_frames (segmenters, hair stride, frames without
+landmarks); speed figures are in lipspace.prep.parsing_bench.
 
 Landmark index lists: MediaPipe face mesh topology, ``mediapipe.tasks.python.vision.FaceLandmarksConnections``
 (1.2.2; same lists as the legacy ``mediapipe/python/solutions/face_mesh_connections.py``), chained into ordered
@@ -42,9 +37,6 @@ polygons here so that importing mediapipe is not needed (tests check them agains
 """
 
 from __future__ import annotations
-
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -69,8 +61,6 @@ NOSE_POINTS = (168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 98, 97, 326, 327, 294, 278,
 # Jaw chain 361 -> chin -> 132 (part of FACE_OVAL) and the face core (oval 454 -> chin -> 234 + brow upper edges).
 JAW = FACE_OVAL[10:27]
 FACE_CORE = FACE_OVAL[8:29] + (70, 63, 105, 66, 107, 336, 296, 334, 293, 300)
-# Stable points for the similarity that carries a strided hair map to neighbouring frames.
-_STABLE = (33, 133, 362, 263, 1, 168, 152, 10, 234, 454, 61, 291)
 # Skin colour samples: cheeks, forehead, chin.
 _SKIN_SAMPLES = (50, 280, 101, 330, 205, 425, 151, 9, 199, 36, 266, 117, 346)
 CHIN, FOREHEAD, FACE_RIGHT, FACE_LEFT, NOSE_TIP = 152, 10, 454, 234, 1
@@ -258,150 +248,3 @@ def head_mask(parsing: np.ndarray, neck: bool = False) -> np.ndarray:
     m = (parsing >= min(HEAD_CLASSES)) & (parsing <= max(HEAD_CLASSES))
     return m | (parsing == NECK) if neck else m
 
-
-def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2x3 least-squares similarity (Umeyama) mapping src points onto dst points."""
-    ms, md = src.mean(0), dst.mean(0)
-    s, d = src - ms, dst - md
-    cov = d.T @ s / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    e = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        e[1, 1] = -1
-    rot = u @ e @ vt
-    scale = float((sig * np.diag(e)).sum() / max((s ** 2).sum() / len(src), 1e-12))
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = md - m[:, :2] @ ms
-    return m
-
-
-def _nearest_valid(valid: np.ndarray, max_gap: int) -> np.ndarray:
-    """Index of the nearest valid frame for every frame (itself when valid), -1 when none within max_gap."""
-    n = len(valid)
-    idx = np.flatnonzero(valid)
-    if len(idx) == 0:
-        return np.full(n, -1)
-    pos = np.clip(np.searchsorted(idx, np.arange(n)), 0, len(idx) - 1)
-    cand = np.stack([idx[np.maximum(pos - 1, 0)], idx[pos]])
-    best = cand[np.argmin(np.abs(cand - np.arange(n)), axis=0), np.arange(n)]
-    return np.where(np.abs(best - np.arange(n)) <= max_gap, best, -1)
-
-
-def parse_frames(frames: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, segmenters, progress=None,
-                 hair_stride: int = 3, max_gap: int = 12, threads: bool = True, **kwargs) -> np.ndarray:
-    """Parse uint8 RGB frames [N,H,W,3] -> uint8 [N,H,W] with an open lipspace.prep.segment.Segmenters.
-
-    landmarks [N,478,2|3] in pixels of the frames, valid [N] bool. ``hair_stride`` k > 1 runs the hair model on
-    one frame of each block of k (its centre) and carries that map to the other frames of the block by the
-    landmark similarity between the two frames (hair moves with the head), so each frame's hair comes from at most
-    k // 2 frames away. The person model runs on every frame. ``threads`` overlaps the segmentation of the next
-    block with the parsing of this one (TFLite releases the GIL). ``progress(1)`` is called after each frame.
-    Other keyword arguments go to parse_frame."""
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise LipspaceError(f"parse_frames needs uint8 RGB frames [N,H,W,3], got {frames.dtype} {frames.shape}")
-    n = len(frames)
-    landmarks = np.asarray(landmarks)
-    valid = np.asarray(valid, bool)
-    if landmarks.shape[:2] != (n, 478) or valid.shape != (n,):
-        raise LipspaceError(f"parse_frames: landmarks {landmarks.shape} / valid {valid.shape} do not match {n} "
-                            f"frames (expected [N,478,2|3] and [N])")
-    if hair_stride < 1:
-        raise LipspaceError(f"hair_stride={hair_stride}: must be >= 1")
-    src = _nearest_valid(valid, max_gap)
-    multi = segmenters.has_multiclass
-    blocks = [(b, min(b + hair_stride, n)) for b in range(0, n, hair_stride)]
-
-    def segment_block(b0: int, b1: int):
-        if multi:
-            return [segmenters.multiclass(frames[i]) for i in range(b0, b1)], None
-        key = (b0 + b1 - 1) // 2
-        hk = segmenters.hair(frames[key]) if hair_stride > 1 else None
-        people = [segmenters.person(frames[i]) for i in range(b0, b1)]
-        if hair_stride == 1:
-            return people, [segmenters.hair(frames[b0])]
-        return people, (key, hk)
-
-    out = np.zeros(frames.shape[:3], np.uint8)
-    ex = ThreadPoolExecutor(1) if threads and len(blocks) > 1 else None
-    try:
-        nxt = ex.submit(segment_block, *blocks[0]) if ex else None
-        for j, (b0, b1) in enumerate(blocks):
-            seg = nxt.result() if ex else segment_block(b0, b1)
-            if ex and j + 1 < len(blocks):
-                nxt = ex.submit(segment_block, *blocks[j + 1])
-            maps, hair = seg
-            for i in range(b0, b1):
-                lm = landmarks[src[i]] if src[i] >= 0 else None
-                extra = {}
-                if multi:
-                    mc = maps[i - b0]
-                    person, hmap = 255 - mc[0], mc[1]
-                    extra = {"body_skin": mc[2], "clothes": mc[4]}
-                else:
-                    person = maps[i - b0]
-                    if hair_stride == 1:
-                        hmap = hair[0]
-                    else:
-                        key, hk = hair
-                        hmap = hk
-                        if i != key and lm is not None and src[key] >= 0:
-                            k_lm = landmarks[src[key]][list(_STABLE), :2].astype(np.float64)
-                            m = _similarity(k_lm, lm[list(_STABLE), :2].astype(np.float64))
-                            hmap = cv2.warpAffine(hk, m, hk.shape[::-1], flags=cv2.INTER_LINEAR,
-                                                  borderMode=cv2.BORDER_REPLICATE)
-                out[i] = parse_frame(person, hmap, lm, frame=frames[i], **extra, **kwargs)
-                if progress is not None:
-                    progress(1)
-    finally:
-        if ex:
-            ex.shutdown(wait=True, cancel_futures=True)
-    return out
-
-
-def bench(n: int = 50, size: int = 512, hair_stride: int = 1, threads: bool = True, repeats: int = 3) -> dict:
-    """ms/frame of each piece on the first n frames of the shared may_en clip (needs ../shared/assets)."""
-    from lipspace.utils.assets import resolve_known
-    from lipspace.prep.crop import crop_frames, face_crop_box
-    from lipspace.prep.face import track_faces
-    from lipspace.prep.io import decode_video_25fps
-    from lipspace.prep.segment import Segmenters
-
-    clip = resolve_known("face_landmarker.task").parents[1] / "video" / "may_en_25fps_5s.mp4"
-    frames, _ = decode_video_25fps(clip, max_seconds=n / 25)
-    tr = track_faces(frames, resolve_known("face_landmarker.task"))
-    box = face_crop_box(tr.landmarks, tr.valid, frames.shape[1:3])
-    frames = crop_frames(frames, box, size)
-    lm = tr.landmarks.copy()
-    lm[..., 0] = (lm[..., 0] - box.x0) * size / box.side
-    lm[..., 1] = (lm[..., 1] - box.y0) * size / box.side
-
-    def best(fn) -> float:
-        ts = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
-        return 1000 * min(ts) / len(frames)
-
-    res = {}
-    with Segmenters(resolve_known("selfie_segmenter.tflite"), resolve_known("hair_segmenter_derived.tflite")) as s:
-        people = [s.person(f) for f in frames]
-        hairs = [s.hair(f) for f in frames]
-        res["person_ms"] = best(lambda: [s.person(f) for f in frames])
-        res["hair_ms"] = best(lambda: [s.hair(f) for f in frames])
-        res["parse_frame_ms"] = best(lambda: [parse_frame(p, h, q) for p, h, q in zip(people, hairs, lm)])
-        for k in sorted({1, hair_stride}):
-            for th in sorted({False, threads}):
-                res[f"parse_frames_stride{k}_{'threads' if th else 'serial'}_ms"] = best(
-                    lambda k=k, th=th: parse_frames(frames, lm, tr.valid, s, hair_stride=k, threads=th))
-    return {k: round(v, 2) for k, v in res.items()}
-
-
-if __name__ == "__main__":  # python -m lipspace.prep.parsing --bench [n] [hair_stride]
-    import sys
-
-    if len(sys.argv) > 1 and sys.argv[1] == "--bench":
-        args = [int(a) for a in sys.argv[2:4]]
-        print(bench(*(args[:1]), **({"hair_stride": args[1]} if len(args) > 1 else {})))

@@ -14,20 +14,19 @@ Stages, in order (each cached by ``lipspace.prep.cache``; a re-run redoes only w
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from lipspace.utils.assets import file_sha256
-from lipspace.data.schema import FPS, ICT_EXPR_NAMES, PARSING_CLASSES, SAMPLE_RATE, validate_dataset
+from lipspace.data.schema import FPS, SAMPLE_RATE
 from lipspace.utils.errors import LipspaceError
 from lipspace.prep.cache import CACHE_DIR, StageCache, stage_key
+from lipspace.prep.options import PrepOptions, PrepResult
 from lipspace.prep.runs import evenly_spaced
 
 log = logging.getLogger(__name__)
@@ -36,37 +35,6 @@ log = logging.getLogger(__name__)
 STAGE_VERSIONS = {"decode": 2, "track": 1, "crop": 1, "head": 1, "parsing": 1, "background": 1, "finalize": 1}
 STAGES = tuple(STAGE_VERSIONS)
 BACKGROUND_FRAMES = 150
-
-
-@dataclass
-class PrepOptions:
-    """What a user can set (``lipspace-prep --help`` lists them)."""
-
-    size: int = 512  # side of the square output frames
-    max_side: int = 1280  # decode bound: a 4K source is downscaled right after decoding
-    max_seconds: float | None = None  # use only the first seconds of the clip
-    max_invalid_fraction: float = 0.2  # more frames without a face than this is an error
-    audio_offset_s: float = 0.0  # the source's audio is this late (s; negative: early): corrected while decoding
-    face_scale: float = 2.2  # crop side / face size
-    face_model: str | None = None  # ICT-FaceKit npz (default: the known asset ict_face_light.npz)
-    face_model_kind: str = "ict"  # "ict" or "bfm" (Deep3DFaceRecon BFM_model_front.mat, user-supplied)
-    multiclass_model: str | None = None  # selfie_multiclass_256x256.tflite, when the user has it
-    hair_stride: int = 2  # run the hair segmenter on one frame of every k, carried by landmarks (1 = every frame)
-    overlays: int = 6  # debug overlays written to <out>/debug
-    progress: bool | None = None  # progress bars; None = only on a terminal
-
-
-@dataclass
-class PrepResult:
-    out_dir: Path
-    seconds: dict[str, float] = field(default_factory=dict)  # per stage, 0 when it came from the cache
-    cached: list[str] = field(default_factory=list)
-    n_frames: int = 0
-    summary: dict = field(default_factory=dict)
-
-    @property
-    def total_seconds(self) -> float:
-        return float(sum(self.seconds.values()))
 
 
 def _bar(total: int, desc: str, enabled: bool | None):
@@ -254,7 +222,7 @@ class Preprocessor:
         return {**fit.summary(), "expr_names": list(model.expr_names)}
 
     def stage_parsing(self) -> dict:
-        from lipspace.prep.parsing import parse_frames
+        from lipspace.prep.parsing_clip import parse_frames
         from lipspace.prep.pngio import write_pngs
         from lipspace.prep.segment import Segmenters
 
@@ -286,82 +254,9 @@ class Preprocessor:
         return {"inpainted_fraction": round(float(filled.mean()), 5)}
 
     def stage_finalize(self) -> dict:
-        from lipspace.prep.blink import blink_signal, lip_features
-        from lipspace.prep.bounds import bounds_frames, clip_bounds
-        from lipspace.prep.face import FaceTracks
-        from lipspace.prep.facemodel import lmk68_from_mediapipe
-        from lipspace.prep.overlays import write_overlays
+        from lipspace.prep.finalize import finalize
 
-        tr = self.cache.load_arrays("track")
-        lmk = self.cache.load_arrays("crop")["landmarks"]
-        head = self.cache.load_arrays("head")
-        crop_tracks = FaceTracks(landmarks=lmk, blendshapes=tr["blendshapes"], transforms=tr["transforms"],
-                                 valid=tr["valid"], n_faces=tr["n_faces"])
-        lmk68 = lmk68_from_mediapipe(lmk)
-        # the bounds need a sample of parsing maps only: a re-run of this stage alone does not read the whole clip
-        sample = bounds_frames(tr["valid"])
-        bounds, head_bounds = clip_bounds(self._parsing_maps(sample), head["pose"][sample], head["intrinsics"])
-        expr_names = self.cache.marker("head")["info"]["expr_names"]
-        tracks = {
-            "pose": head["pose"].astype(np.float32), "intrinsics": head["intrinsics"].astype(np.float32),
-            "expr": head["expr"].astype(np.float32), "expr_names": np.array(expr_names),
-            "blendshapes": tr["blendshapes"].astype(np.float32), "lmk68": lmk68.astype(np.float32),
-            "blink": blink_signal(crop_tracks).astype(np.float32), "valid": tr["valid"].astype(bool),
-            "identity": head["identity"].astype(np.float32), "mp_landmarks": lmk.astype(np.float32),
-            "lip_features": lip_features(crop_tracks), "reproj_px": head["reproj_px"].astype(np.float32),
-            "transforms": tr["transforms"].astype(np.float32),
-        }
-        if tuple(expr_names) != ICT_EXPR_NAMES:
-            log.warning("%s: expressions come from a %s model (%d names), not ICT-FaceKit; conditioners that expect "
-                        "the 53 ICT expressions will refuse this dataset", self.out, self.opt.face_model_kind,
-                        len(expr_names))
-        av_offset = self._check_av_offset(tracks["lip_features"][:, 0], tr["valid"])
-        tmp = self.out / ".tracks.tmp.npz"
-        np.savez(tmp, **tracks)
-        tmp.replace(self.out / "tracks.npz")
-        n = self.n_frames
-        dec = self.cache.marker("decode")["info"]
-        meta = {
-            "schema_version": 1, "kind": "video", "fps": FPS, "width": self.opt.size, "height": self.opt.size,
-            "n_frames": n, "sample_rate": SAMPLE_RATE,
-            "parsing_classes": {str(k): v for k, v in PARSING_CLASSES.items()},
-            "bounds": bounds, "head_bounds": head_bounds,
-            "source": {"path": str(self.video.resolve()), "sha256": self._params("decode")["video_sha256"],
-                       "fps": dec["source"]["fps"], "width": dec["source"]["width"],
-                       "height": dec["source"]["height"], "duration_s": dec["source"]["duration_s"]},
-            "stages": dict(STAGE_VERSIONS),
-            "prep": {name: (self.cache.marker(name) or {}).get("info", {}) for name in STAGES if name != "finalize"},
-        }
-        tmp = self.out / ".meta.tmp.json"
-        tmp.write_text(json.dumps(meta, indent=2, default=float))
-        tmp.replace(self.out / "meta.json")
-        validate_dataset(self.out)
-
-        paths = []
-        if self.opt.overlays > 0:
-            idx = evenly_spaced(np.nonzero(tr["valid"])[0], self.opt.overlays)
-            jaw = list(expr_names).index("jawOpen") if "jawOpen" in expr_names else None
-            texts = [f"frame {i}  t={i / FPS:.2f}s  reproj {head['reproj_px'][i]:.2f}px  "
-                     + (f"jawOpen {tracks['expr'][i, jaw]:.2f}  " if jaw is not None else "")
-                     + f"blink {tracks['blink'][i]:.2f}" for i in idx]
-            shutil.rmtree(self.out / "debug", ignore_errors=True)
-            paths = write_overlays(self.out / "debug", idx, self._crop_frames(idx), self._parsing_maps(idx), lmk[idx],
-                                   lmk68[idx], head["pose"][idx], head["intrinsics"], texts)
-        return {"overlays": [str(p) for p in paths], "bounds": bounds, "head_bounds": head_bounds,
-                "av_offset": av_offset}
-
-    def _check_av_offset(self, lip_opening: np.ndarray, valid: np.ndarray) -> dict:
-        from lipspace.audio.features import read_audio
-        from lipspace.prep.avsync import WARN_OFFSET_S, estimate_av_offset
-
-        est = estimate_av_offset(lip_opening, read_audio(self.out / "audio.wav"), valid)
-        if abs(est["offset_s"]) > WARN_OFFSET_S and (est["correlation"] or 0) > 0.1:
-            fix = round(self.opt.audio_offset_s + est["offset_s"], 2)
-            log.warning("%s: the audio looks %.2f s %s relative to the lips (lip-opening / speech-energy correlation "
-                        "%.2f at that lag, %.2f at 0); if the source is out of sync, re-run with audio_offset_s=%g",
-                        self.video, abs(est["offset_s"]), "late" if est["offset_s"] > 0 else "early",
-                        est["correlation"], est["zero_lag"], fix)
-        return est
+        return finalize(self)
 
     # ----------------------------------------------------------------------------------------------- runner
     def run(self) -> PrepResult:

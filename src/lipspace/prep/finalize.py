@@ -1,0 +1,101 @@
+"""The finalize stage of the preprocessing pipeline (lipspace.prep.pipeline.Preprocessor.stage_finalize): from the
+cached track, crop and head stages and the parsing maps, the per-frame signals (blink, lip features, 68 points) and
+the head-space bounds are written as ``tracks.npz`` and ``meta.json`` (each atomically), the dataset is validated
+against the schema (lipspace.data.schema), the A/V offset is checked (a warning with the fix when the audio looks out
+of sync) and the debug overlays are drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+
+from lipspace.data.schema import FPS, ICT_EXPR_NAMES, PARSING_CLASSES, SAMPLE_RATE, validate_dataset
+from lipspace.prep.pipeline import STAGE_VERSIONS, STAGES, Preprocessor
+from lipspace.prep.runs import evenly_spaced
+
+log = logging.getLogger("lipspace.prep.pipeline")  # the pipeline's logger: its warnings keep their logger name
+
+
+def finalize(prep: Preprocessor) -> dict:
+    """The finalize stage of ``prep`` (see the module docstring); returns the stage's report."""
+    from lipspace.prep.blink import blink_signal, lip_features
+    from lipspace.prep.bounds import bounds_frames, clip_bounds
+    from lipspace.prep.face import FaceTracks
+    from lipspace.prep.facemodel import lmk68_from_mediapipe
+    from lipspace.prep.overlays import write_overlays
+
+    tr = prep.cache.load_arrays("track")
+    lmk = prep.cache.load_arrays("crop")["landmarks"]
+    head = prep.cache.load_arrays("head")
+    crop_tracks = FaceTracks(landmarks=lmk, blendshapes=tr["blendshapes"], transforms=tr["transforms"],
+                             valid=tr["valid"], n_faces=tr["n_faces"])
+    lmk68 = lmk68_from_mediapipe(lmk)
+    # the bounds need a sample of parsing maps only: a re-run of this stage alone does not read the whole clip
+    sample = bounds_frames(tr["valid"])
+    bounds, head_bounds = clip_bounds(prep._parsing_maps(sample), head["pose"][sample], head["intrinsics"])
+    expr_names = prep.cache.marker("head")["info"]["expr_names"]
+    tracks = {
+        "pose": head["pose"].astype(np.float32), "intrinsics": head["intrinsics"].astype(np.float32),
+        "expr": head["expr"].astype(np.float32), "expr_names": np.array(expr_names),
+        "blendshapes": tr["blendshapes"].astype(np.float32), "lmk68": lmk68.astype(np.float32),
+        "blink": blink_signal(crop_tracks).astype(np.float32), "valid": tr["valid"].astype(bool),
+        "identity": head["identity"].astype(np.float32), "mp_landmarks": lmk.astype(np.float32),
+        "lip_features": lip_features(crop_tracks), "reproj_px": head["reproj_px"].astype(np.float32),
+        "transforms": tr["transforms"].astype(np.float32),
+    }
+    if tuple(expr_names) != ICT_EXPR_NAMES:
+        log.warning("%s: expressions come from a %s model (%d names), not ICT-FaceKit; conditioners that expect "
+                    "the 53 ICT expressions will refuse this dataset", prep.out, prep.opt.face_model_kind,
+                    len(expr_names))
+    av_offset = _check_av_offset(prep, tracks["lip_features"][:, 0], tr["valid"])
+    tmp = prep.out / ".tracks.tmp.npz"
+    np.savez(tmp, **tracks)
+    tmp.replace(prep.out / "tracks.npz")
+    n = prep.n_frames
+    dec = prep.cache.marker("decode")["info"]
+    meta = {
+        "schema_version": 1, "kind": "video", "fps": FPS, "width": prep.opt.size, "height": prep.opt.size,
+        "n_frames": n, "sample_rate": SAMPLE_RATE,
+        "parsing_classes": {str(k): v for k, v in PARSING_CLASSES.items()},
+        "bounds": bounds, "head_bounds": head_bounds,
+        "source": {"path": str(prep.video.resolve()), "sha256": prep._params("decode")["video_sha256"],
+                   "fps": dec["source"]["fps"], "width": dec["source"]["width"],
+                   "height": dec["source"]["height"], "duration_s": dec["source"]["duration_s"]},
+        "stages": dict(STAGE_VERSIONS),
+        "prep": {name: (prep.cache.marker(name) or {}).get("info", {}) for name in STAGES if name != "finalize"},
+    }
+    tmp = prep.out / ".meta.tmp.json"
+    tmp.write_text(json.dumps(meta, indent=2, default=float))
+    tmp.replace(prep.out / "meta.json")
+    validate_dataset(prep.out)
+
+    paths = []
+    if prep.opt.overlays > 0:
+        idx = evenly_spaced(np.nonzero(tr["valid"])[0], prep.opt.overlays)
+        jaw = list(expr_names).index("jawOpen") if "jawOpen" in expr_names else None
+        texts = [f"frame {i}  t={i / FPS:.2f}s  reproj {head['reproj_px'][i]:.2f}px  "
+                 + (f"jawOpen {tracks['expr'][i, jaw]:.2f}  " if jaw is not None else "")
+                 + f"blink {tracks['blink'][i]:.2f}" for i in idx]
+        shutil.rmtree(prep.out / "debug", ignore_errors=True)
+        paths = write_overlays(prep.out / "debug", idx, prep._crop_frames(idx), prep._parsing_maps(idx), lmk[idx],
+                               lmk68[idx], head["pose"][idx], head["intrinsics"], texts)
+    return {"overlays": [str(p) for p in paths], "bounds": bounds, "head_bounds": head_bounds,
+            "av_offset": av_offset}
+
+
+def _check_av_offset(prep: Preprocessor, lip_opening: np.ndarray, valid: np.ndarray) -> dict:
+    from lipspace.audio.features import read_audio
+    from lipspace.prep.avsync import WARN_OFFSET_S, estimate_av_offset
+
+    est = estimate_av_offset(lip_opening, read_audio(prep.out / "audio.wav"), valid)
+    if abs(est["offset_s"]) > WARN_OFFSET_S and (est["correlation"] or 0) > 0.1:
+        fix = round(prep.opt.audio_offset_s + est["offset_s"], 2)
+        log.warning("%s: the audio looks %.2f s %s relative to the lips (lip-opening / speech-energy correlation "
+                    "%.2f at that lag, %.2f at 0); if the source is out of sync, re-run with audio_offset_s=%g",
+                    prep.video, abs(est["offset_s"]), "late" if est["offset_s"] > 0 else "early",
+                    est["correlation"], est["zero_lag"], fix)
+    return est
