@@ -154,3 +154,19 @@ def test_imports_follow_the_data_flow():
     upward = sorted((m, t) for m, imps in IMPORTS.items() if m != "lipspace"
                     for t, _ in imps if t != "lipspace" and _layer(t) > _layer(m) and (m, t) not in UPWARD_ALLOWED)
     assert not upward, f"imports that reach up the data flow {LAYERS}: {upward}"
+
+
+def test_the_system_and_tasks_call_declared_interfaces_and_never_probe():
+    """model/, data/, tasks/, demo/ and cli/ use what the Renderer and Conditioner base classes declare: no
+    hasattr / getattr detective work on the objects they drive (inspect.signature neither)."""
+    found = []
+    for name, path in MODULES.items():
+        if name.split(".")[1:2] not in (["model"], ["data"], ["tasks"], ["demo"], ["cli"]):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                fn = node.func
+                called = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else ""
+                if called in ("hasattr", "getattr", "signature", "getfullargspec"):
+                    found.append(f"{path.relative_to(SRC)}:{node.lineno} {called}")
+    assert not found, f"probing instead of a declared interface: {found}"

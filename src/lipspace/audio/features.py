@@ -153,13 +153,20 @@ def register_backend(name: str, target: str) -> None:
 
 
 def backend_class(name: str) -> type[AudioBackend]:
-    """The AudioBackend subclass registered as ``name``, its module imported now."""
-    try:
-        target = BACKENDS[name]
-    except KeyError:
-        raise LipspaceError(f"audio backend '{name}' is unknown; choose one of {sorted(BACKENDS)}") from None
+    """The AudioBackend subclass registered as ``name`` (or named by a "package.module:Class" path), its module
+    imported now."""
+    target = BACKENDS.get(name, name if ":" in name else None)
+    if target is None:
+        raise LipspaceError(f"audio backend '{name}' is unknown; choose one of {sorted(BACKENDS)} or give a "
+                            f"'package.module:Class' path")
     module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)
+    try:
+        found = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as e:
+        raise LipspaceError(f"audio backend '{name}': cannot import {target} ({e})") from None
+    if not (isinstance(found, type) and issubclass(found, AudioBackend)):
+        raise LipspaceError(f"audio backend '{name}': {target} is not an AudioBackend subclass")
+    return found
 
 
 def get_backend(name: str, **kwargs) -> AudioBackend:

@@ -89,7 +89,10 @@ class TalkingHeadSystem(L.LightningModule):
             self.register_buffer("region_classes", lut, persistent=False)
         else:
             self.region_classes = None
-        self.optimizer_factory = optimizer
+        self.optimizer_factory = optimizer  # params -> torch Optimizer (conf/model/nerf.yaml: a Hydra partial)
+        # the base learning rate (the partial's lr): the renderer's own groups are set from it and every group
+        # decays from it to lr_final; None: the optimiser's default
+        self.base_lr = optimizer.keywords.get("lr") if isinstance(optimizer, functools.partial) else None
         self.lr_final, self.decay_steps, self.coarse_loss_weight = lr_final, decay_steps, coarse_loss_weight
         self.val_image_dir = val_image_dir
         self._val_images: list[torch.Tensor] = []
@@ -212,10 +215,11 @@ class TalkingHeadSystem(L.LightningModule):
                 return loss
             return loss + self.region_loss(out, outside[sl], n)
 
-        ddp = self.trainer.strategy.model if self.trainer.world_size > 1 else None
+        # under DDP (trainer=ddp) the strategy's model is the DistributedDataParallel wrapper: gradients of all but
+        # the last chunk accumulate without an all-reduce
+        no_sync = self.trainer.strategy.model.no_sync if self.trainer.world_size > 1 else None
         out = self.renderer.forward_backward(batch["rays_o"], batch["rays_d"], batch["near"], batch["far"], cond,
-                                             batch["bg"], loss_fn, self.train_chunk_rays,
-                                             no_sync=getattr(ddp, "no_sync", None))
+                                             batch["bg"], loss_fn, self.train_chunk_rays, no_sync=no_sync)
         opt.step()
         sched.step()
         if outside is not None:
@@ -250,16 +254,17 @@ class TalkingHeadSystem(L.LightningModule):
             path = Path(self.val_image_dir) / f"step_{self.global_step:07d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(path), img[:, :, ::-1])
-        for logger in self.loggers:
-            if hasattr(logger, "log_image"):
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in self.loggers:  # W&B shows the image; the csv logger has the png in val_image_dir
+            if isinstance(logger, WandbLogger):
                 logger.log_image("val/gt_vs_render", [img], step=self.global_step)
 
     def param_groups(self) -> list[dict]:
         """One group of every parameter, unless the renderer gives some of its own a separate rate
         (``renderer.param_groups(lr)``, e.g. the tri-plane's hash tables at ``lr_grid``): then the conditioner's
         parameters join the renderer's groups. (One group keeps checkpoints of one-group runs resumable.)"""
-        lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
-        groups = self.renderer.param_groups(lr) if lr else []
+        groups = self.renderer.param_groups(self.base_lr) if self.base_lr else []
         if len(groups) <= 1:
             return [{"params": list(self.parameters())}]
         groups[-1] = {**groups[-1], "params": list(self.conditioner.parameters()) + list(groups[-1]["params"])}
@@ -268,7 +273,7 @@ class TalkingHeadSystem(L.LightningModule):
     def configure_optimizers(self):
         opt = self.optimizer_factory(params=self.param_groups())
         steps = self.decay_steps or max(int(self.trainer.max_steps), 1)
-        lr0 = getattr(self.optimizer_factory, "keywords", {}).get("lr") or opt.param_groups[-1]["lr"]
+        lr0 = self.base_lr or opt.param_groups[-1]["lr"]
         ratio = self.lr_final / lr0
         # exponential decay lr0 -> lr_final over `steps`, then held; every group (e.g. hash tables at their own
         # rate) decays by the same factor

@@ -43,7 +43,10 @@ class NeRFRenderer(VolumeRenderer):
         train_chunk_rays: int | None = None,
         regions=None,
     ):
-        """``regions``: column ranges of the condition with region attention (``[(name, start, stop)]``, from a
+        """``field``: builds a field ``field(cond_dim=...)`` -> module ``(points, dirs, cond) -> (rgb, sigma,
+        *region_att)`` that declares its layer width ``hidden`` (MLPField, TriPlaneField).
+
+        ``regions``: column ranges of the condition with region attention (``[(name, start, stop)]``, from a
         conditioner that declares them); the fields gate them per point and the outputs gain ``region_att``
         (and ``region_att_coarse``) [R, n_regions]: each region's gate magnitude composited along the ray."""
         super().__init__(cond_dim)
@@ -59,8 +62,8 @@ class NeRFRenderer(VolumeRenderer):
         self.coarse = field(cond_dim=cond_dim)
         self.fine = field(cond_dim=cond_dim) if n_fine > 0 else None
         if train_chunk_rays is None:
-            # Sized from the widest pass and the field's width where it tells it (MLPField.hidden).
-            width = getattr(self.coarse, "hidden", 128)
+            # Sized from the widest pass and the field's layer width (every field declares ``hidden``).
+            width = int(self.coarse.hidden)
             train_chunk_rays = max(1, round(TRAIN_CHUNK_ACTIVATIONS / (width * (n_coarse + n_fine))))
         self.train_chunk_rays = train_chunk_rays
         # Compiled wrappers live in a tuple, not as submodules, so state_dict keeps one copy of each weight

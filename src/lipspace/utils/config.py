@@ -21,13 +21,32 @@ CONF_DIR = Path(os.environ.get("LIPSPACE_CONF") or PACKAGE_CONF_DIR)
 OmegaConf.register_new_resolver("lipspace_cwd", os.getcwd, replace=True)
 
 
-def group_options(group: str) -> list[str]:
-    d = CONF_DIR / group
-    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+def user_config_dirs(argv: list[str]) -> list[Path]:
+    """Config folders a command line adds to lipspace's own (``--config-dir X`` / ``-cd X`` and the ``file://``
+    entries of ``hydra.searchpath=[...]``): where a user's own conditioner or renderer yaml lives
+    (docs/extending.md)."""
+    dirs: list[Path] = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(Path(argv[i + 1]))
+        elif arg.startswith(("--config-dir=", "-cd=")):
+            dirs.append(Path(arg.split("=", 1)[1]))
+        elif arg.startswith("hydra.searchpath="):
+            for item in arg.split("=", 1)[1].strip("[]").split(","):
+                item = item.strip().strip("'\"")
+                if item.startswith("file://"):
+                    dirs.append(Path(item[len("file://"):]))
+    return dirs
+
+
+def group_options(group: str, extra_dirs=()) -> list[str]:
+    """The options of config group ``group``: its yaml files in lipspace's configs and in ``extra_dirs``."""
+    return sorted({p.stem for d in (CONF_DIR, *extra_dirs) for p in (Path(d) / group).glob("*.yaml")})
 
 
 def check_group_overrides(argv: list[str]) -> None:
     """`experiment=lipnref` -> one clear line naming the options, instead of Hydra's multi-line report."""
+    extra = user_config_dirs(argv)
     for arg in argv:
         if "=" not in arg or arg.startswith(("-", "hydra.", "+", "~")):
             continue
@@ -35,9 +54,10 @@ def check_group_overrides(argv: list[str]) -> None:
         key = key.lstrip("+")
         if "." in key or not (CONF_DIR / key).is_dir() or value in ("null", "") or "," in value or "(" in value:
             continue
-        options = group_options(key)
+        options = group_options(key, extra)
         if value not in options:
-            raise LipspaceError(f"unknown {key} '{value}' (no {CONF_DIR / key / (value + '.yaml')}); "
+            where = ", ".join(str(d / key) for d in (CONF_DIR, *extra))
+            raise LipspaceError(f"unknown {key} '{value}' (no {value}.yaml in {where}); "
                                 f"available: {', '.join(options)}")
 
 
