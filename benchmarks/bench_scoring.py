@@ -60,7 +60,8 @@ def build_inputs(tmp: Path) -> dict:
 
     assets = assets_dir()
     if assets is not None:
-        from lipspace.prep.pipeline import PrepOptions, prepare
+        from lipspace.prep.options import PrepOptions
+        from lipspace.prep.pipeline import prepare
 
         os.environ.setdefault("LIPSPACE_ASSETS", str(assets))
         root = ROOT / ".pytest_cache" / "real_clips" / f"anchor_{SIZE}px_{N_FRAMES / FPS}s"
@@ -141,7 +142,7 @@ def measure(inp: dict) -> dict:
     for name in ("dub (cold)", "dub (warm)"):
         rows[name], values[name] = _timed(timer, lambda: scorer.sequence(preds, None, lmk, dub, 0.0, fps=FPS))
 
-    def gt_row():  # as lipspace.tasks.evaluate._score: per-frame metrics, then the sequence
+    def gt_row():  # as lipspace.model.sequence_scoring.score_sequence: per-frame metrics, then the sequence
         p, g = torch.from_numpy(preds).float() / 255, torch.from_numpy(gts).float() / 255
         if hasattr(scorer, "frames"):  # batched (new)
             per_frame = scorer.frames(p, g, list(lmk), 1.0)

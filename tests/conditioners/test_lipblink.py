@@ -12,6 +12,7 @@ from scipy.spatial.transform import Rotation
 
 from lipspace.av.sync import sync_loss
 from lipspace.conditioners.lipblink import LipBlinkConditioner, fold_mouth, poses_to_y, unfold_mouth, y_to_poses
+from lipspace.conditioners.lipblink_prepare import cache_key, load_cache, sync_accuracy
 from lipspace.utils.errors import LipspaceError
 
 N, WINDOW, MELS = 240, 8, 80
@@ -112,7 +113,7 @@ def test_sync_accuracy_on_held_out_frames(prepared):
     audio = torch.as_tensor(clip.tracks["audio"])
     mouth, _ = cond.landmark_codes(torch.as_tensor(clip.tracks["lmk68"]))
     held = np.arange(len(train_idx), N)
-    acc = cond.sync_accuracy(audio, mouth, held)
+    acc = sync_accuracy(cond, audio, mouth, held)
     assert acc["pair_acc"] > 0.8 and acc["cos_aligned"] > acc["cos_shifted"]
     info = cond.prepare_info
     assert not info["cached"] and {"ae", "sync", "gpvae", "blink_to_eye_mse"} <= set(info)
@@ -142,7 +143,7 @@ def test_audio_encoder_beats_the_mean_mouth_code_on_a_real_clip():
     pred = cond.audio_mouth(audio[split.test])
     err = float(((pred - mouth[split.test]) ** 2).mean())
     trivial = float(((mouth[split.train].mean(0) - mouth[split.test]) ** 2).mean())
-    acc = cond.sync_accuracy(audio, mouth, split.test)
+    acc = sync_accuracy(cond, audio, mouth, split.test)
     assert err < trivial and acc["pair_acc"] > 0.55, (err, trivial, acc, cond.prepare_info["sync"])
 
 
@@ -194,9 +195,9 @@ def test_prepare_is_cached_and_checkpoints_carry_it(prepared):
     again.prepare(clip, train_idx)  # same data and settings: loaded, not retrained
     assert again.prepare_info["cached"] and again.prepare_info["path"] == cond.prepare_info["path"]
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in cond.state_dict().items())
-    assert again._cache_key(clip, train_idx[:-1], []) != again._cache_key(clip, train_idx, [])
+    assert cache_key(again, clip, train_idx[:-1], []) != cache_key(again, clip, train_idx, [])
     other = LipBlinkConditioner(**{**FAST, "sync_l2": 0.5})
-    assert other._cache_key(clip, train_idx, []) != again._cache_key(clip, train_idx, [])
+    assert cache_key(other, clip, train_idx, []) != cache_key(again, clip, train_idx, [])
     fresh = LipBlinkConditioner(**FAST)  # a checkpoint alone (no prepare, no cache) restores everything
     fresh.load_state_dict(cond.state_dict())
     batch = {"lmk68": torch.as_tensor(clip.tracks["lmk68"][:3]), "blink": torch.zeros(3),
@@ -247,4 +248,4 @@ def test_a_damaged_cache_file_is_retrained_not_half_loaded(tmp_path):
     again = LipBlinkConditioner(**tiny)
     again.prepare(clip, np.arange(30))
     assert not again.prepare_info["cached"] and bool(again.prepared)
-    assert LipBlinkConditioner(**tiny)._load_cache(type(tmp_path)(path))  # rewritten: usable again
+    assert load_cache(LipBlinkConditioner(**tiny), type(tmp_path)(path))  # rewritten: usable again

@@ -3,7 +3,8 @@ sync-trained into the lip-code space, and a GP-VAE that generates head poses and
 
 c_t = [mouth code m_t (``mouth_dim``), eye code e_t (``eye_dim``)] from the landmark autoencoder
 (``lipspace.conditioners.landmark_ae``) of frame t's ``lmk68``. Everything but the optional projection is trained
-*before* the NeRF, in :meth:`LipBlinkConditioner.prepare`, on the training frames only:
+*before* the NeRF, in :meth:`LipBlinkConditioner.prepare` (``lipspace.conditioners.lipblink_prepare``), on the
+training frames only:
 
 (a) the landmark AE (region encoders + swap losses) on this clip's landmarks plus optional extra pools
     (``pools``: dataset directories or ``.npy`` / ``.npz`` arrays [N, 68, 2] of other identities);
@@ -52,27 +53,18 @@ one of 2 shared CPU cores, up to 195 s when the machine is heavily loaded):
 
 from __future__ import annotations
 
-import logging
-from contextlib import contextmanager
-from pathlib import Path
-
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 from torch import nn
 
-from lipspace.av.sync import sync_loss, sync_prob
 from lipspace.conditioners.audio_net import AudioNet
 from lipspace.conditioners.base import Conditioner
-from lipspace.conditioners.gpvae import PoseBlinkGPVAE, fit_gpvae
-from lipspace.conditioners.landmark_ae import LandmarkAE, normalise_landmarks, single_thread, train_landmark_ae
-from lipspace.conditioners.stage import learned_check, load_stage, save_stage, stage_key
+from lipspace.conditioners.gpvae import PoseBlinkGPVAE
+from lipspace.conditioners.landmark_ae import LandmarkAE, normalise_landmarks
 from lipspace.utils.errors import LipspaceError
 
-log = logging.getLogger(__name__)
-CACHE_VERSION = 6  # bump when training code changes what a cached file would hold
-PREPARED = ("ae", "audio_enc", "blink_to_eye", "gpvae", "y_mean", "y_std", "a_mean", "a_std", "mouth_mean",
-            "mouth_shrink", "prepared")
+CACHE_VERSION = 6  # bump when training code changes what a cached file would hold (lipblink_prepare)
 
 
 def unfold_mouth(u: torch.Tensor) -> torch.Tensor:
@@ -97,20 +89,6 @@ def y_to_poses(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pose[:, :3, :3] = Rotation.from_rotvec(np.asarray(y[:, :3], np.float64)).as_matrix()
     pose[:, :3, 3] = y[:, 3:6]
     return pose, np.clip(y[:, 6], 0.0, 1.0).astype(np.float32)
-
-
-def _load_pool(path) -> np.ndarray:
-    p = Path(path).expanduser()
-    if p.is_dir():
-        p = p / "tracks.npz"
-    if not p.is_file():
-        raise LipspaceError(f"{path}: landmark pool not found; conditioner.pools lists dataset directories or "
-                            f".npy/.npz files holding lmk68 [N, 68, 2]")
-    arr = np.load(p)
-    arr = arr["lmk68"] if hasattr(arr, "files") else arr
-    if arr.ndim != 3 or arr.shape[1:] != (68, 2):
-        raise LipspaceError(f"{p}: landmark pool must be [N, 68, 2], got {arr.shape}")
-    return arr.astype(np.float32)
 
 
 class LipBlinkConditioner(Conditioner):
@@ -161,7 +139,7 @@ class LipBlinkConditioner(Conditioner):
         for name, n in (("y_mean", 7), ("y_std", 7), ("a_mean", a_dim), ("a_std", a_dim)):
             self.register_buffer(name, torch.zeros(n) if "mean" in name else torch.ones(n))
         # the audio encoder's mouth code is pulled towards the training mean by mouth_shrink (fitted on held-out
-        # frames in _train_sync): a sync-trained code is right in direction but over-confident in size
+        # frames in lipblink_prepare): a sync-trained code is right in direction but over-confident in size
         self.register_buffer("mouth_mean", torch.zeros(mouth_dim))
         self.register_buffer("mouth_shrink", torch.ones(()))
         self.register_buffer("prepared", torch.tensor(False))
@@ -287,170 +265,10 @@ class LipBlinkConditioner(Conditioner):
         pose, blink = y_to_poses(y)
         return torch.from_numpy(pose), torch.from_numpy(blink)
 
-    # ---- stage-wise training ----
-    def _cache_key(self, clip, idx: np.ndarray, pools: list[np.ndarray]) -> str:
-        return stage_key(self.settings, np.asarray(idx, np.int64),
-                         *(clip.tracks[name][idx] for name in ("lmk68", "blink", "pose", "audio")), *pools)
-
-    def _prepared_state(self) -> dict:
-        return {k: v for k, v in self.state_dict().items() if k.split(".")[0] in PREPARED}
-
+    # ---- stage-wise training: lipspace.conditioners.lipblink_prepare ----
     def prepare(self, clip, train_idx) -> None:
-        idx = np.asarray(train_idx, np.int64)
-        if "audio" not in clip.tracks:
-            raise LipspaceError("conditioner 'lipblink'.prepare: the clip has no 'audio' windows; attach them first "
-                                "(build_system does: datamodule.attach_audio(conditioner.audio_inputs, ...))")
-        if len(idx) < 2 * self.settings["sync_min_shift"] + 4:
-            raise LipspaceError(f"conditioner 'lipblink': {len(idx)} training frames are too few for its audio "
-                                f"encoder (negatives >= {self.settings['sync_min_shift']} frames away); use a longer "
-                                f"clip")
-        pools = [_load_pool(p) for p in self.pools]
-        key = self._cache_key(clip, idx, pools)
-        path = Path(clip.root) / "features" / f"lipblink-{key}.pt"
-        if self.cache and self._load_cache(path):
-            return
-        lmk = clip.tracks["lmk68"].astype(np.float32)
-        audio = torch.as_tensor(clip.tracks["audio"], dtype=torch.float32)
-        with single_thread():  # tiny models: one thread is faster (landmark_ae.single_thread)
-            metrics = {"ae": self._train_ae([lmk[idx], *pools])}
-            mouth, eye = self.landmark_codes(torch.from_numpy(lmk))
-            metrics["sync"] = self._train_sync(audio, mouth, idx)
-            metrics["blink_to_eye_mse"] = self._train_blink(torch.as_tensor(clip.tracks["blink"],
-                                                                            dtype=torch.float32), eye, idx)
-            metrics["gpvae"] = self._train_gpvae(clip, audio, idx)
-        self.prepared.fill_(True)
-        self._freeze()
-        self.prepare_info = {**metrics, "cached": False, "path": str(path)}
-        if self.cache:
-            save_stage(path, self._prepared_state(), metrics)
-        log.info("lipblink prepared: %s", metrics)
+        """Train the landmark autoencoder, audio encoder, blink -> eye regressor and GP-VAE on the training frames
+        (or load them from the cache): ``lipspace.conditioners.lipblink_prepare.prepare``."""
+        from lipspace.conditioners.lipblink_prepare import prepare  # deferred: that module builds on this one
 
-    def _load_cache(self, path: Path) -> bool:
-        """Load a cached preparation; False (retrain, overwrite) when it is absent, unreadable or of other shapes."""
-        saved = load_stage(path, self._prepared_state())
-        if saved is None:
-            return False
-        self.load_state_dict(saved[0], strict=False)  # strict=False: the projection is not cached
-        self.prepare_info = {**saved[1], "cached": True, "path": str(path)}
-        self._freeze()
-        return True
-
-    @contextmanager
-    def _training(self, part: nn.Module):
-        part.requires_grad_(True)
-        part.train()
-        try:
-            yield part
-        finally:
-            part.requires_grad_(False)
-            part.eval()
-
-    def _train_ae(self, pools: list[np.ndarray]) -> dict:
-        s = self.settings
-        with self._training(self.ae):
-            _, losses = train_landmark_ae(pools, steps=s["ae_steps"], batch=s["ae_batch"], seed=self.seed,
-                                          model=self.ae)
-        return losses
-
-    def _negatives(self, idx: np.ndarray, k: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Positions (into idx) of frames at least sync_min_shift frames away from idx[k], and a validity mask."""
-        s = self.settings
-        shift = torch.randint(s["sync_min_shift"], s["sync_max_shift"] + 1, k.shape, generator=g)
-        shift = shift * (torch.randint(0, 2, k.shape, generator=g) * 2 - 1)
-        kk = (k + shift).clamp(0, len(idx) - 1)
-        kk = torch.where(kk == k, (k - shift).clamp(0, len(idx) - 1), kk)
-        t = torch.as_tensor(idx)
-        ok = (t[kk] - t[k]).abs() >= s["sync_min_shift"]
-        return kk, ok
-
-    def sync_losses(self, audio: torch.Tensor, mouth: torch.Tensor, mouth_neg: torch.Tensor) -> dict:
-        """Contrastive BCE-on-cosine (aligned label 1, shifted label 0) + L2 of the audio embedding to u(m)."""
-        emb = self.audio_enc(audio)
-        target = fold_mouth(mouth)
-        ones, zeros = torch.ones(len(emb)), torch.zeros(len(mouth_neg))
-        bce = sync_loss(emb, target, ones) + sync_loss(emb[: len(mouth_neg)], fold_mouth(mouth_neg), zeros)
-        l2 = ((emb - target) ** 2).sum(-1).mean()
-        return {"bce": bce, "l2": l2, "loss": bce + self.settings["sync_l2"] * l2}
-
-    @torch.no_grad()
-    def sync_accuracy(self, audio: torch.Tensor, mouth: torch.Tensor, frames: np.ndarray, seed: int = 1) -> dict:
-        """On frames ``frames``: the share of (frame, shifted frame) pairs where the audio embedding is closer
-        (cosine) to its own mouth than to the shifted one, and the mean aligned / shifted cosines."""
-        g = torch.Generator().manual_seed(seed)
-        k = torch.arange(len(frames))
-        kk, ok = self._negatives(frames, k, g)
-        f = torch.as_tensor(frames)
-        emb = self.audio_enc(audio[f])
-        pos = sync_prob(emb, fold_mouth(mouth[f]))
-        neg = sync_prob(emb, fold_mouth(mouth[f[kk]]))
-        return {"pair_acc": float((pos > neg)[ok].float().mean()), "cos_aligned": float(pos.mean()),
-                "cos_shifted": float(neg[ok].mean()),
-                "mouth_code_mse": float(((self.audio_mouth(audio[f]) - mouth[f]) ** 2).mean())}
-
-    def _train_sync(self, audio: torch.Tensor, mouth: torch.Tensor, idx: np.ndarray) -> dict:
-        s = self.settings
-        torch.manual_seed(self.seed)
-        g = torch.Generator().manual_seed(self.seed + 1)
-        # the last 10% of the training frames validate the encoder (reported, not used to select anything)
-        n_val = max(len(idx) // 10, 4)
-        fit, val = idx[:-n_val], idx[-n_val:]
-        t = torch.as_tensor(fit)
-        losses = {}
-        with self._training(self.audio_enc):
-            opt = torch.optim.Adam(self.audio_enc.parameters(), lr=1e-3)
-            for _ in range(s["sync_steps"]):
-                k = torch.randint(0, len(fit), (min(s["sync_batch"], len(fit)),), generator=g)
-                kk, ok = self._negatives(fit, k, g)
-                losses = self.sync_losses(audio[t[k]], mouth[t[k]], mouth[t[kk[ok]]])
-                opt.zero_grad()
-                losses["loss"].backward()
-                opt.step()
-        self.audio_enc.eval()
-        # shrink towards the training mean: alpha = <raw - mean, true - mean> / |raw - mean|^2 (clamped to [0, 1])
-        # on the first half of the validation block; the second half, used for nothing else, checks the result
-        half = len(val) // 2
-        tune, check = torch.as_tensor(val[:half]), torch.as_tensor(val[half:])
-        self.mouth_mean.copy_(mouth[torch.as_tensor(fit)].mean(0))
-        self.mouth_shrink.fill_(1.0)
-        with torch.no_grad():
-            d = self.audio_mouth(audio[tune]) - self.mouth_mean
-            alpha = float((d * (mouth[tune] - self.mouth_mean)).sum() / (d * d).sum().clamp_min(1e-12))
-        self.mouth_shrink.fill_(min(max(alpha, 0.0), 1.0))
-        acc = self.sync_accuracy(audio, mouth, val[half:])
-        acc["mouth_shrink"] = float(self.mouth_shrink)
-        trivial = float(((self.mouth_mean - mouth[check]) ** 2).mean())
-        on = f"{len(check)} check frames (the last 5 % of the training frames, not used in training)"
-        checks = {"check_mouth_code": learned_check("lipblink: audio -> mouth code", acc["mouth_code_mse"], trivial,
-                                                    "the training-mean mouth code", on),
-                  "check_sync": learned_check("lipblink: audio/mouth sync (pair accuracy)", acc["pair_acc"], 0.5,
-                                              "chance (0.5)", on, higher_is_better=True)}
-        return {"train_" + k: v.item() for k, v in losses.items()} | {"val_" + k: v for k, v in acc.items()} | checks
-
-    def _train_blink(self, blink: torch.Tensor, eye: torch.Tensor, idx: np.ndarray) -> float:
-        torch.manual_seed(self.seed)
-        b, e = blink[idx][:, None], eye[idx]
-        loss = torch.zeros(())
-        with self._training(self.blink_to_eye):
-            opt = torch.optim.Adam(self.blink_to_eye.parameters(), lr=1e-2)
-            for _ in range(self.settings["blink_steps"]):
-                loss = ((self.blink_to_eye(b) - e) ** 2).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        return loss.item()
-
-    def _train_gpvae(self, clip, audio: torch.Tensor, idx: np.ndarray) -> dict:
-        s = self.settings
-        y_all = torch.from_numpy(poses_to_y(clip.tracks["pose"], clip.tracks["blink"]))
-        a_all = audio.mean(1)
-        self.y_mean.copy_(y_all[idx].mean(0))
-        self.y_std.copy_(y_all[idx].std(0).clamp_min(1e-4))
-        self.a_mean.copy_(a_all[idx].mean(0))
-        self.a_std.copy_(a_all[idx].std(0).clamp_min(1e-4))
-        y_all, a_all = (y_all - self.y_mean) / self.y_std, (a_all - self.a_mean) / self.a_std
-        seq = min(s["gp_seq"], len(idx))
-        with self._training(self.gpvae):
-            try:
-                return fit_gpvae(self.gpvae, y_all, a_all, idx, seq, s["gp_steps"], s["gp_batch"], self.seed + 2)
-            except LipspaceError as e:
-                raise LipspaceError(f"conditioner 'lipblink': {e} (conditioner.gp_seq={s['gp_seq']})") from None
+        prepare(self, clip, train_idx)

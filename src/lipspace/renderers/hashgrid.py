@@ -15,21 +15,21 @@ loop over levels; index arithmetic is int32 up to the final table row (the hash'
 exactly as the uint32 arithmetic of the CUDA original, and only the low T bits are kept), corners are formed
 separably; every level's table lives in one flat parameter, so one ``index_select`` gathers all features and one
 ``index_add_`` scatters their gradients (a custom autograd function that saves the indices and weights instead of
-the [P, L, 2^d, F] gathered features). Compiled path (``compile=True`` / ``"auto"``): the same arithmetic laid
-out with the point index innermost, so that torch.compile vectorises it over points, fused with the gather and
-the interpolation into one loop; backward recomputes rows and weights instead of storing them. Inputs receive no
-gradient (positions are not learned here).
+the [P, L, 2^d, F] gathered features). Compiled path (``compile=True`` / ``"auto"``, the functions in
+``lipspace.renderers.hashgrid_compiled``): the same arithmetic laid out with the point index innermost, so that
+torch.compile vectorises it over points, fused with the gather and the interpolation into one loop; backward
+recomputes rows and weights instead of storing them. Inputs receive no gradient (positions are not learned here).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 
 import torch
 from torch import nn
 
+from lipspace.renderers.hashgrid_compiled import compiled_functions
 from lipspace.utils.errors import LipspaceError
 
 PRIMES = (1, 2654435761, 805459861)
@@ -103,59 +103,7 @@ class _Interpolate(torch.autograd.Function):
         return _scatter_rows(ctx.shape, idx.reshape(-1), contrib), None, None
 
 
-# -- the fused path (compiled): points innermost, so every op vectorises over points ---------------------------------
-# Module-level functions of tensors only, compiled once per process (torch.compile(dynamic=True)) and shared by
-# every grid: a compiled bound method would recompile per instance and hit dynamo's recompile limit in a sweep.
-
-def _corner_terms(xt: torch.Tensor, res: torch.Tensor, dense: torch.Tensor, mask: torch.Tensor,
-                  stride: torch.Tensor, prime: torch.Tensor, offsets: torch.Tensor):
-    """Per corner (lists of 2^d) table rows (int32) [G, L, P] and weights [G, L, P] for points xt [G, d, P]: the
-    arithmetic of ``HashGrid.indices_and_weights`` (dense vs hashed chosen per level by ``torch.where``), point
-    index last.
-    res [L] float, dense [L] bool, mask [L] / stride [L, d] / prime [d] / offsets [G, L] int32."""
-    res = res[:, None, None]  # [L, 1, 1]
-    pos = xt.clamp(0.0, 1.0)[:, None] * res  # [G, L, d, P]
-    cell = torch.minimum(pos.floor(), res - 1)
-    frac = pos - cell
-    c = cell.to(torch.int32)
-    dense, mask, stride, prime = dense[:, None, None], mask[:, None, None], stride[:, :, None], prime[:, None]
-    lo = torch.where(dense, c * stride, (c * prime) & mask)
-    hi = torch.where(dense, (c + 1) * stride, ((c + 1) * prime) & mask)
-    dense = dense[..., 0]  # [L, 1]
-    idx, w = [lo[:, :, 0], hi[:, :, 0]], [1.0 - frac[:, :, 0], frac[:, :, 0]]
-    for i in range(1, xt.shape[1]):  # corner k: bit i of k = upper neighbour along dimension i
-        idx = [torch.where(dense, a + b, a ^ b) for b in (lo[:, :, i], hi[:, :, i]) for a in idx]
-        w = [a * b for b in (1.0 - frac[:, :, i], frac[:, :, i]) for a in w]
-    offsets = offsets[:, :, None]
-    return [i + offsets for i in idx], w
-
-
-def _fused_forward(xt: torch.Tensor, table: torch.Tensor, *consts: torch.Tensor) -> torch.Tensor:
-    """xt [G, d, P], table [rows, F] -> features [P, G, L, F]. The corner sum is written out term by term (a
-    pointwise kernel): as a ``.sum`` over the corner axis, inductor parallelised that 2^d-long reduction per
-    output element (measured 25x slower for the 3-D grid)."""
-    rows, w = _corner_terms(xt, *consts)
-    out = w[0][..., None] * table[rows[0]]
-    for r, wk in zip(rows[1:], w[1:]):
-        out = out + wk[..., None] * table[r]
-    return out.permute(2, 0, 1, 3)
-
-
-def _fused_backward_parts(xt: torch.Tensor, grad: torch.Tensor, *consts: torch.Tensor):
-    """Rows [G L 2^d P] (int32) and their gradient contributions [G L 2^d P, F] for grad [P, G, L, F]."""
-    rows, w = _corner_terms(xt, *consts)
-    g = grad.permute(1, 2, 0, 3)  # [G, L, P, F]
-    contrib = torch.stack([wk[..., None] * g for wk in w], 2)
-    return torch.stack(rows, 2).reshape(-1), contrib.reshape(-1, grad.shape[-1])
-
-
-@functools.cache
-def _compiled() -> tuple:
-    """(forward, backward parts) through torch.compile, built on first use (compilation itself happens at the
-    first call, per input kind)."""
-    return tuple(torch.compile(f, dynamic=True) for f in (_fused_forward, _fused_backward_parts))
-
-
+# the compiled path's autograd function; its compiled functions (grid._fast): lipspace.renderers.hashgrid_compiled
 class _FusedInterpolate(torch.autograd.Function):
     """The compiled path: forward gathers and interpolates in one compiled loop; backward recomputes rows and
     weights (cheaper than storing [P, L, 2^d] of them) and scatters with one ``index_add_``."""
@@ -189,7 +137,7 @@ class HashGrid(nn.Module):
     def __init__(self, in_dim: int = 3, n_levels: int = 16, n_features: int = 2, log2_table: int = 19,
                  base_res: int = 16, finest_res: int = 2048, n_grids: int = 1, init_scale: float = 1e-4,
                  compile: bool | str = False):
-        """``compile``: the fused path (module function ``_fused_forward``) through torch.compile: index
+        """``compile``: the fused path (``lipspace.renderers.hashgrid_compiled``) through torch.compile: index
         arithmetic, gather and interpolation in one loop over points, nothing of size [P, L, 2^d] kept for
         backward (forward bit-identical to the eager path, gradients equal up to float summation order; tested).
         It needs a C++ compiler on CPU (Triton on GPU); the first call compiles. ``"auto"``: compiled when that
@@ -235,7 +183,7 @@ class HashGrid(nn.Module):
         self.out_dim = n_grids * n_levels * n_features
         self.compile_mode = compile
         self.register_buffer("offsets32", self.offsets.to(torch.int32), persistent=False)
-        self._fast = _compiled() if compile else ()  # (forward, backward parts); () = the eager path
+        self._fast = compiled_functions() if compile else ()  # (forward, backward parts); () = the eager path
         self._fast_checked: set = set()  # device types the compiled path has run on
 
     def extra_repr(self) -> str:
@@ -310,7 +258,7 @@ class HashGrid(nn.Module):
         return {**self.__dict__, "_fast": bool(self._fast), "_fast_checked": set()}
 
     def __setstate__(self, state):
-        super().__setstate__({**state, "_fast": _compiled() if state.get("_fast") else ()})
+        super().__setstate__({**state, "_fast": compiled_functions() if state.get("_fast") else ()})
 
     def fused_consts(self) -> tuple[torch.Tensor, ...]:
         return self.res, self.dense_levels, self.hash_mask, self.strides, self.primes, self.offsets32
