@@ -16,6 +16,10 @@ Geometry conventions: ``pose[i]`` maps canonical head space to the OpenCV camera
 stored frames, pixel centres at integer + 0.5. ``bounds`` is a sphere in head space (centre, radius) enclosing
 head, neck and the visible torso in every frame; the optional ``head_bounds`` encloses head and neck only (what
 a head NeRF composited over the ground-truth torso models).
+
+Optional ground truth of synthetic data: ``torso_pose[i]`` (tracks.npz, written only when the torso moves,
+``lipspace-synth torso_follow=...``) maps torso space to the camera of frame i like ``pose`` (``X_cam = R @ X_torso
++ t``); torso space is the camera space of the torso at rest, so a dataset without it has a static torso (identity).
 """
 
 from __future__ import annotations
@@ -99,6 +103,7 @@ TRACK_KEYS: dict[str, TrackSpec] = {
     "valid": TrackSpec(("N",), "b"),  # per-frame validity (face found, fit converged)
     "identity": TrackSpec((None,), "f"),  # identity coefficients shared by the clip
     "mp_landmarks": TrackSpec(("N", 478, 3), "f", required=False),  # MediaPipe mesh landmarks (real clips)
+    "torso_pose": TrackSpec(("N", 4, 4), "f", required=False),  # torso -> camera (synthetic moving torso)
 }
 META_KEYS = ("schema_version", "kind", "fps", "width", "height", "n_frames", "sample_rate", "bounds",
              "parsing_classes", "source", "stages")

@@ -21,6 +21,15 @@ CONF_DIR = Path(os.environ.get("LIPSPACE_CONF") or PACKAGE_CONF_DIR)
 OmegaConf.register_new_resolver("lipspace_cwd", os.getcwd, replace=True)
 
 
+def _torso_tag(follow, lag_s) -> str:
+    """``${lipspace_torso_tag:follow,lag_s}`` - the data.root suffix of a synthetic dataset whose torso follows the
+    head ("" for the static torso, so its directory keeps the name it had before the option)."""
+    return "" if not follow else f"_torso{float(follow):g}lag{float(lag_s):g}"
+
+
+OmegaConf.register_new_resolver("lipspace_torso_tag", _torso_tag, replace=True)
+
+
 def user_config_dirs(argv: list[str]) -> list[Path]:
     """Config folders a command line adds to lipspace's own (``--config-dir X`` / ``-cd X`` and the ``file://``
     entries of ``hydra.searchpath=[...]``): where a user's own conditioner or renderer yaml lives

@@ -2,7 +2,8 @@
 
 The camera is fixed (fx = fy = 2 * resolution, principal point at the image centre); the head sits at
 HEAD_T0 in camera space (head height about 0.55 of the frame) and moves by the pose track; the torso is
-static in camera space, as in real video; the neck joins a point fixed in the head to one fixed in the torso.
+static in camera space, as in real video (drawn once into a static layer), or follows the head a little and late
+(torso.py; redrawn each frame); the neck joins a point fixed in the head to one fixed in the torso.
 Frames are rendered at SS x SS supersampling and area-downsampled.
 """
 
@@ -14,13 +15,16 @@ import cv2
 import numpy as np
 
 from lipspace.data.synthetic import head as hd
+from lipspace.data.synthetic.torso import draw as draw_torso
 
 SS = 2  # supersampling factor per axis
 HEAD_T0 = np.array([0.0, -0.45, 7.64])  # head origin in camera space at rest (units of head.py)
 PIVOT = np.array([0.0, 0.9, 0.1])  # head-space point the head rotates about (base of the skull)
 TORSO_C, TORSO_A = HEAD_T0 + np.array([0.0, 2.9, 0.35]), np.array([2.3, 1.45, 0.95])
 NECK_TOP = np.array([0.0, 0.7, 0.1])  # head space (inside the skull/jaw)
-NECK_BOTTOM = np.array([0.0, 1.4, 7.9])  # camera space (inside the torso)
+NECK_BOTTOM = np.array([0.0, 1.4, 7.9])  # torso space = camera space at rest (inside the torso)
+# What a moving torso turns about (torso space): low in the torso, towards its back (the lower spine).
+TORSO_PIVOT = TORSO_C + np.array([0.0, 0.6, 0.4]) * TORSO_A
 NECK_R = 0.36
 HEAD_BOX = np.array([[x, y, z] for x in (-0.95, 0.95) for y in (-1.15, 1.3) for z in (-1.15, 1.0)])
 LIGHT = np.array([-0.35, -0.55, -0.75]) / np.linalg.norm([-0.35, -0.55, -0.75])  # towards the light, camera space
@@ -65,24 +69,9 @@ def make_scene(rng: np.random.Generator, model: hd.HeadModel, res: int) -> Scene
     u, v = np.meshgrid((c - K[2]) / K[0], (c - K[3]) / K[1])
     rays = np.stack([u, v, np.ones_like(u)], -1).astype(np.float32)
     bg = make_background(rng, n)
-    d = rays.reshape(-1, 3)
-    t = hd._hit(np.zeros(3, np.float32), d, TORSO_C.astype(np.float32), TORSO_A.astype(np.float32))
-    hit = np.isfinite(t)
-    p = t[hit, None] * d[hit]
-    nrm = (p - TORSO_C) / TORSO_A ** 2
-    nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
-    # Shirt: two-colour stripes in camera space, a darker collar band at the top, Lambert shading.
-    stripe = np.clip(2.0 * np.sin(9.0 * p[:, 0] + 2.0 * p[:, 1]), -1, 1)[:, None] * 0.5 + 0.5
-    alb = model.colours["shirt"] * stripe + model.colours["shirt2"] * (1 - stripe)
-    top = TORSO_C[1] - TORSO_A[1]
-    collar = (p[:, 1] - top < 0.12) & (np.abs(p[:, 0]) < 0.7)
-    alb[collar] *= 0.7
-    lit = 0.32 + 0.78 * np.clip(nrm @ LIGHT, 0, None)
-    rgb = bg.reshape(-1, 3).copy()
-    rgb[hit] = alb * lit[:, None]
-    lab = np.where(hit, 9, 0).astype(np.uint8)
+    rgb, lab, t, pts = draw_torso(rays.reshape(-1, 3), bg.reshape(-1, 3), model, TORSO_C, TORSO_A, LIGHT)
     return Scene(res=res, K=K, rays=rays, bg_hi=bg, static_rgb=rgb.reshape(n, n, 3).astype(np.float32),
-                 static_lab=lab.reshape(n, n), static_t=t.reshape(n, n), torso_pts=p[::7].astype(np.float32))
+                 static_lab=lab.reshape(n, n), static_t=t.reshape(n, n), torso_pts=pts)
 
 
 def hit_neck(d: np.ndarray, a: np.ndarray, b: np.ndarray, r: float):
@@ -111,21 +100,45 @@ def project(pts: np.ndarray, pose: np.ndarray, K: np.ndarray) -> np.ndarray:
     return np.stack([K[0] * pc[:, 0] / pc[:, 2] + K[2], K[1] * pc[:, 1] / pc[:, 2] + K[3]], 1)
 
 
-def render_frame(sc: Scene, m: hd.HeadModel, pose: np.ndarray, st: dict):
-    """Hi-res (rgb float32 [n,n,3], labels uint8 [n,n]) of one frame; only the head/neck box is re-rendered."""
+@dataclass
+class TorsoLayer:
+    """Background with the torso of one frame drawn in (hi-res), and where the neck meets it (camera space)."""
+
+    rgb: np.ndarray  # [n,n,3] float32
+    lab: np.ndarray  # [n,n] 0 / 9
+    t: np.ndarray  # [n,n] torso depth (inf elsewhere)
+    neck_bottom: np.ndarray  # [3]
+    pts: np.ndarray  # [P,3] visible torso surface points (for the scene bounds)
+
+
+def torso_layer(sc: Scene, m: hd.HeadModel, torso_pose: np.ndarray | None) -> TorsoLayer:
+    """The torso layer for torso pose ``torso_pose`` (torso -> camera; None: the static layer of the scene)."""
+    if torso_pose is None:
+        return TorsoLayer(sc.static_rgb, sc.static_lab, sc.static_t, NECK_BOTTOM, sc.torso_pts)
+    n = sc.rays.shape[0]
+    rgb, lab, t, pts = draw_torso(sc.rays.reshape(-1, 3), sc.bg_hi.reshape(-1, 3), m, TORSO_C, TORSO_A, LIGHT,
+                                  torso_pose)
+    nb = torso_pose[:3, :3].astype(np.float64) @ NECK_BOTTOM + torso_pose[:3, 3]
+    return TorsoLayer(rgb.reshape(n, n, 3), lab.reshape(n, n), t.reshape(n, n), nb, pts)
+
+
+def render_frame(sc: Scene, m: hd.HeadModel, pose: np.ndarray, st: dict, torso: TorsoLayer | None = None):
+    """Hi-res (rgb float32 [n,n,3], labels uint8 [n,n]) of one frame over ``torso`` (None: the static torso);
+    only the head/neck box is rendered on top."""
     R, t = pose[:3, :3].astype(np.float32), pose[:3, 3].astype(np.float32)
     a_cam = R @ NECK_TOP + t
-    box = np.concatenate([project(HEAD_BOX, pose, sc.K), project(NECK_BOTTOM[None], np.eye(4), sc.K)])
+    torso = torso_layer(sc, m, None) if torso is None else torso
+    box = np.concatenate([project(HEAD_BOX, pose, sc.K), project(torso.neck_bottom[None], np.eye(4), sc.K)])
     n = sc.rays.shape[0]
     margin = SS * (2 + NECK_R * sc.K[0] / HEAD_T0[2])  # neck radius in pixels + 2
     lo = np.clip(np.floor(box.min(0) * SS - margin), 0, n).astype(int)
     hi = np.clip(np.ceil(box.max(0) * SS + margin), 0, n).astype(int)
-    rgb, lab = sc.static_rgb.copy(), sc.static_lab.copy()
+    rgb, lab = torso.rgb.copy(), torso.lab.copy()
     win = (slice(lo[1], hi[1]), slice(lo[0], hi[0]))
     d = sc.rays[win].reshape(-1, 3)
     th, lh, ch = hd.shade(m, -R.T @ t, d @ R, R, st, LIGHT.astype(np.float32))
-    tn, nn, s = hit_neck(d, a_cam, NECK_BOTTOM.astype(np.float32), NECK_R)
-    ts = sc.static_t[win].reshape(-1)
+    tn, nn, s = hit_neck(d, a_cam, torso.neck_bottom.astype(np.float32), NECK_R)
+    ts = torso.t[win].reshape(-1)
     # Neck: skin, textured in head space (it follows the head), shadowed under the chin.
     nk = np.isfinite(tn) & (tn < th) & (tn < ts)
     p_head = ((tn[nk, None] * d[nk]) - t) @ R
