@@ -73,33 +73,52 @@ def _open_landmarker(model_path: Path, num_faces: int):
                             "(lipspace.utils.assets.resolve_known('face_landmarker.task'))") from None
 
 
-def track_faces(frames: np.ndarray, model_path: str | Path, max_invalid_fraction: float = 0.2,
-                source: str = "<frames>", fps: float = FPS, num_faces: int = 2, progress=None) -> FaceTracks:
-    """Track the (largest) face in uint8 RGB frames [N,H,W,3] at `fps`; see FaceTracks for the outputs.
-    ``progress``, when given, is called with 1 after each frame (e.g. a tqdm bar's ``update``)."""
+def _check_frame(img, source: str) -> None:
+    if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8:
+        what = f"{img.dtype} {tuple(img.shape)}" if isinstance(img, np.ndarray) else type(img).__name__
+        raise LipspaceError(f"{source}: track_faces needs uint8 RGB frames [H,W,3], got {what}; decode with "
+                            f"lipspace.prep.video_frames.VideoFrames")
+
+
+def track_faces(frames, model_path: str | Path, max_invalid_fraction: float = 0.2, source: str = "<frames>",
+                fps: float = FPS, num_faces: int = 2, progress=None, n_frames: int | None = None) -> FaceTracks:
+    """Track the (largest) face in uint8 RGB frames at `fps`; see FaceTracks for the outputs.
+
+    ``frames``: an array [N,H,W,3], or an iterable of [H,W,3] frames (e.g. lipspace.prep.video_frames.VideoFrames,
+    so a long clip is never held in memory) with its length ``n_frames``. ``progress``, when given, is called with 1
+    after each frame (e.g. a tqdm bar's ``update``)."""
     import mediapipe as mp  # deferred: the import costs ~1 s and only preprocessing needs it
 
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
-        raise LipspaceError(f"{source}: track_faces needs uint8 RGB frames [N,H,W,3] with N >= 1, got "
-                            f"{frames.dtype} {tuple(frames.shape)}; decode with lipspace.prep.io.decode_video_25fps")
+    if isinstance(frames, np.ndarray):
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+            raise LipspaceError(f"{source}: track_faces needs uint8 RGB frames [N,H,W,3] with N >= 1, got "
+                                f"{frames.dtype} {tuple(frames.shape)}; decode with "
+                                f"lipspace.prep.io.decode_video_25fps")
+        n_frames = len(frames)
+    elif n_frames is None or n_frames < 1:
+        raise LipspaceError(f"{source}: track_faces needs n_frames >= 1 with an iterable of frames, got {n_frames}")
     model_path = Path(model_path)
     if not model_path.is_file():
         raise LipspaceError(f"{model_path}: face landmarker model not found; resolve it with "
                             f"lipspace.utils.assets.resolve_known('face_landmarker.task') or set LIPSPACE_ASSETS")
-    n, h, w = frames.shape[:3]
+    n = n_frames
     lmk = np.zeros((n, N_LANDMARKS, 3), np.float32)
     bs = np.zeros((n, N_BLENDSHAPES), np.float32)
     tf = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1))
     valid = np.zeros(n, bool)
     n_faces = np.zeros(n, np.int64)
     multi: list[int] = []
-    scale = np.array([w, h, w], np.float32)
+    seen = 0
 
     landmarker = _open_landmarker(model_path, num_faces)
     try:
-        for i in range(n):
-            img = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frames[i]))
+        for i, frame in enumerate(frames):
+            if i >= n:
+                raise LipspaceError(f"{source}: track_faces got more frames than n_frames={n}")
+            _check_frame(frame, source)
+            seen = i + 1
+            h, w = frame.shape[:2]
+            img = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame))
             # Timestamps must increase strictly; frame i is shown at i / fps.
             res = landmarker.detect_for_video(img, int(round(i * 1000 / fps)))
             if progress is not None:
@@ -108,6 +127,7 @@ def track_faces(frames: np.ndarray, model_path: str | Path, max_invalid_fraction
             n_faces[i] = len(faces)
             if not faces:
                 continue
+            scale = np.array([w, h, w], np.float32)
             pts = [np.array([(p.x, p.y, p.z) for p in f], np.float32) * scale for f in faces]
             k = 0
             if len(pts) > 1:
@@ -122,6 +142,8 @@ def track_faces(frames: np.ndarray, model_path: str | Path, max_invalid_fraction
             valid[i] = True
     finally:
         landmarker.close()
+    if seen != n:
+        raise LipspaceError(f"{source}: track_faces got {seen} frames, n_frames={n} was given")
 
     if multi:
         log.warning("%s: %d frame(s) show more than one face (frames %s); keeping the largest face in each — crop "

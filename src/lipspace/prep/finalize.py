@@ -36,7 +36,7 @@ def finalize(prep: Preprocessor) -> dict:
     lmk68 = lmk68_from_mediapipe(lmk)
     # the bounds need a sample of parsing maps only: a re-run of this stage alone does not read the whole clip
     sample = bounds_frames(tr["valid"])
-    bounds, head_bounds = clip_bounds(prep._parsing_maps(sample), head["pose"][sample], head["intrinsics"])
+    bounds, head_bounds = clip_bounds(prep.parsing_maps(sample), head["pose"][sample], head["intrinsics"])
     expr_names = prep.cache.marker("head")["info"]["expr_names"]
     tracks = {
         "pose": head["pose"].astype(np.float32), "intrinsics": head["intrinsics"].astype(np.float32),
@@ -81,7 +81,7 @@ def finalize(prep: Preprocessor) -> dict:
                  + (f"jawOpen {tracks['expr'][i, jaw]:.2f}  " if jaw is not None else "")
                  + f"blink {tracks['blink'][i]:.2f}" for i in idx]
         shutil.rmtree(prep.out / "debug", ignore_errors=True)
-        paths = write_overlays(prep.out / "debug", idx, prep._crop_frames(idx), prep._parsing_maps(idx), lmk[idx],
+        paths = write_overlays(prep.out / "debug", idx, prep.crop_frames(idx), prep.parsing_maps(idx), lmk[idx],
                                lmk68[idx], head["pose"][idx], head["intrinsics"], texts)
     return {"overlays": [str(p) for p in paths], "bounds": bounds, "head_bounds": head_bounds,
             "av_offset": av_offset}

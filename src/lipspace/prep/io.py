@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass, replace
-from fractions import Fraction
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 
 from lipspace.data.schema import FPS, SAMPLE_RATE
@@ -104,106 +101,19 @@ def probe_video(path: str | Path) -> VideoInfo:
         container.close()
 
 
-def _to_rgb(frame: av.VideoFrame, max_side: int | None) -> tuple[np.ndarray, float]:
-    # rgb24 conversion also expands gray/yuvj/10-bit sources to 3 channels.
-    img = frame.to_ndarray(format="rgb24")
-    h, w = img.shape[:2]
-    if max_side is not None and max(h, w) > max_side:
-        # Downscale right away so a 4K clip never holds full-resolution frames in memory.
-        s = max_side / max(h, w)
-        size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
-        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-        return img, size[0] / w
-    return img, 1.0
-
-
 def decode_video_25fps(
     path: str | Path, fps: int = FPS, max_side: int | None = None, max_seconds: float | None = None
 ) -> tuple[np.ndarray, VideoInfo]:
-    """uint8 [N,H,W,3] RGB at constant `fps`: frame i is the source frame shown at t = i / fps.
+    """uint8 [N,H,W,3] RGB at constant `fps` and the measured VideoInfo: all the frames of ``VideoFrames`` (see it)
+    in one array. Long clips: iterate VideoFrames instead, this holds the whole clip in memory."""
+    from lipspace.prep.video_frames import VideoFrames
 
-    Selection uses each decoded frame's pts (exact rationals), so 30 fps and variable-frame-rate sources
-    resample without drift. N = floor(duration * fps), duration = end of the last source frame's interval.
-    `max_seconds` stops decoding early (previews, tests); `max_side` bounds the longer output side.
-    """
-    info = probe_video(path)
-    p = Path(info.path)
-    container = _open(p)
-    vs = _video_stream(p, container)
-    tb = vs.time_base or Fraction(1, 90000)
-    step = Fraction(1, fps)
-    limit = Fraction(max_seconds).limit_denominator(10**6) if max_seconds is not None else None
-
-    out: list[np.ndarray] = []  # output frames (duplicates share one array until the final stack)
-    times: list[Fraction] = []  # source frame start times relative to the first frame
-    held: np.ndarray | None = None  # the source frame whose interval we are inside
-    t0: Fraction | None = None
-    scale = 1.0
-    error: str | None = None
-
-    def emit_until(t_end: Fraction) -> None:
-        # Every output instant i/fps before t_end falls in the held frame's interval.
-        while Fraction(len(out)) * step < t_end:
-            out.append(held)
-
-    try:
-        for frame in container.decode(vs):
-            if frame.pts is None:  # no timestamps at all: fall back to the nominal rate
-                t_abs = Fraction(len(times)) / Fraction(info.fps or fps).limit_denominator(10**6)
-            else:
-                t_abs = frame.pts * tb
-            if t0 is None:
-                t0 = t_abs  # output t = 0 is the first shown frame (skips edit-list / start offsets)
-            t = t_abs - t0
-            if times and t <= times[-1]:
-                # Non-increasing pts (duplicated timestamp): the later frame replaces the held one.
-                held, scale = _to_rgb(frame, max_side)
-                continue
-            if held is not None:
-                emit_until(t)
-            held, scale = _to_rgb(frame, max_side)
-            times.append(t)
-            if limit is not None and t >= limit:
-                break
-    except _DECODE_ERRORS as e:
-        error = _why(e)
-    finally:
-        container.close()
-
-    if held is None:
-        raise LipspaceError(f"{p}: no video frame could be decoded ({error or 'empty video stream'}); {_REENCODE_HINT}")
-
-    # The last frame lasts one median source interval (its own duration field is unreliable across muxers).
-    gaps = np.diff([float(x) for x in times])
-    last = Fraction(float(np.median(gaps))).limit_denominator(10**6) if len(gaps) else step
-    end = times[-1] + last
-    if limit is not None:
-        end = min(end, limit)
-    n_out = math.floor(end * fps)
-    emit_until(Fraction(n_out) * step)
-    del out[n_out:]
-
-    duration = float(times[-1] + last)
-    vfr = bool(len(gaps) > 1 and (gaps.max() - gaps.min()) > 0.1 * np.median(gaps))
-    decoded_s = float(end)
-    if error is not None or (limit is None and info.duration_s - decoded_s > 0.5):
-        # A truncated file ends early; keep what decoded when it is long enough to be useful.
-        if decoded_s < MIN_SECONDS:
-            raise LipspaceError(f"{p}: only {decoded_s:.2f} s could be decoded before the stream broke off "
-                                f"({error or 'truncated'}); {_REENCODE_HINT}")
-        log.warning("%s: video is truncated or corrupted (%s); using the %.2f s that decoded of %.2f s in the header",
-                    p, error or "ends early", decoded_s, info.duration_s)
-    if n_out / fps < MIN_SECONDS and limit is None:
-        raise LipspaceError(f"{p}: the clip is {duration:.2f} s long; lipspace needs at least {MIN_SECONDS:.0f} s "
-                            f"of talking video (use a longer clip)")
-    if n_out == 0:
-        raise LipspaceError(f"{p}: max_seconds={max_seconds} leaves no frame at {fps} fps; raise it")
-
-    frames = np.stack(out)
-    info = replace(info, n_frames=len(times), duration_s=duration, variable_frame_rate=vfr, scale=scale,
-                   start_s=float(t0) if t0 is not None else 0.0,
-                   fps=(len(times) - 1) / float(times[-1]) if len(times) > 1 and times[-1] > 0 else info.fps)
-    return frames, info
+    video = VideoFrames(path, fps, max_side=max_side, max_seconds=max_seconds)
+    frames = list(video)
+    out = np.empty((len(frames),) + frames[0].shape, np.uint8)
+    for i, f in enumerate(frames):
+        out[i] = f
+    return out, video.info
 
 
 def extract_audio_16k(path: str | Path, n_frames: int | None = None, fps: int = FPS,

@@ -51,7 +51,8 @@ def _nearest_valid(valid: np.ndarray, max_gap: int) -> np.ndarray:
 
 
 def parse_frames(frames: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, segmenters, progress=None,
-                 hair_stride: int = 3, max_gap: int = 12, threads: bool = True, **kwargs) -> np.ndarray:
+                 hair_stride: int = 3, max_gap: int = 12, threads: bool = True, first: int | None = None,
+                 **kwargs) -> np.ndarray:
     """Parse uint8 RGB frames [N,H,W,3] -> uint8 [N,H,W] with an open lipspace.prep.segment.Segmenters.
 
     landmarks [N,478,2|3] in pixels of the frames, valid [N] bool. ``hair_stride`` k > 1 runs the hair model on
@@ -59,30 +60,41 @@ def parse_frames(frames: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, s
     landmark similarity between the two frames (hair moves with the head), so each frame's hair comes from at most
     k // 2 frames away. The person model runs on every frame. ``threads`` overlaps the segmentation of the next
     block with the parsing of this one (TFLite releases the GIL). ``progress(1)`` is called after each frame.
-    Other keyword arguments go to parse_frame."""
+    A long clip is parsed in chunks: with ``first`` given, ``frames`` are the clip's frames ``first`` ...
+    ``first + len(frames) - 1`` while landmarks and valid cover the whole clip; a chunk that starts at a multiple of
+    hair_stride and ends at one (or at the clip's end) gives exactly the maps of one call on the whole clip (the
+    hair blocks and the nearest valid frames are the same). Other keyword arguments go to parse_frame."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise LipspaceError(f"parse_frames needs uint8 RGB frames [N,H,W,3], got {frames.dtype} {frames.shape}")
-    n = len(frames)
     landmarks = np.asarray(landmarks)
     valid = np.asarray(valid, bool)
+    n = len(valid) if first is not None else len(frames)  # frames of the clip; this call parses first ... end - 1
+    first = first or 0
+    end = first + len(frames)
     if landmarks.shape[:2] != (n, 478) or valid.shape != (n,):
         raise LipspaceError(f"parse_frames: landmarks {landmarks.shape} / valid {valid.shape} do not match {n} "
                             f"frames (expected [N,478,2|3] and [N])")
     if hair_stride < 1:
         raise LipspaceError(f"hair_stride={hair_stride}: must be >= 1")
+    if first % hair_stride or end > n or (end < n and end % hair_stride):
+        raise LipspaceError(f"parse_frames: frames {first}..{end - 1} of {n}: a chunk must start and end at a "
+                            f"multiple of hair_stride={hair_stride} (or end at the clip's end)")
     src = _nearest_valid(valid, max_gap)
     multi = segmenters.has_multiclass
-    blocks = [(b, min(b + hair_stride, n)) for b in range(0, n, hair_stride)]
+    blocks = [(b, min(b + hair_stride, n)) for b in range(first, end, hair_stride)]
+
+    def frame(i: int) -> np.ndarray:  # clip index -> this chunk's frame
+        return frames[i - first]
 
     def segment_block(b0: int, b1: int):
         if multi:
-            return [segmenters.multiclass(frames[i]) for i in range(b0, b1)], None
+            return [segmenters.multiclass(frame(i)) for i in range(b0, b1)], None
         key = (b0 + b1 - 1) // 2
-        hk = segmenters.hair(frames[key]) if hair_stride > 1 else None
-        people = [segmenters.person(frames[i]) for i in range(b0, b1)]
+        hk = segmenters.hair(frame(key)) if hair_stride > 1 else None
+        people = [segmenters.person(frame(i)) for i in range(b0, b1)]
         if hair_stride == 1:
-            return people, [segmenters.hair(frames[b0])]
+            return people, [segmenters.hair(frame(b0))]
         return people, (key, hk)
 
     out = np.zeros(frames.shape[:3], np.uint8)
@@ -113,7 +125,7 @@ def parse_frames(frames: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, s
                             m = _similarity(k_lm, lm[list(_STABLE), :2].astype(np.float64))
                             hmap = cv2.warpAffine(hk, m, hk.shape[::-1], flags=cv2.INTER_LINEAR,
                                                   borderMode=cv2.BORDER_REPLICATE)
-                out[i] = parse_frame(person, hmap, lm, frame=frames[i], **extra, **kwargs)
+                out[i - first] = parse_frame(person, hmap, lm, frame=frame(i), **extra, **kwargs)
                 if progress is not None:
                     progress(1)
     finally:

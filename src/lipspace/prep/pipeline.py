@@ -2,14 +2,17 @@
 
 Stages, in order (each cached by ``lipspace.prep.cache``; a re-run redoes only what changed or was interrupted):
 
-  decode      probe the container, audio -> 16 kHz mono ``audio.wav`` (video frames are decoded into memory
-              at constant 25 fps whenever a later stage needs the source frames; decoding is cheap)
+  decode      probe the container, count the 25 fps frames, audio -> 16 kHz mono ``audio.wav``
   track       MediaPipe FaceLandmarker (VIDEO mode): 478 landmarks, 52 blendshapes, transforms, validity
   crop        one square crop per clip around the face track, resized to ``size``; ``frames/``
   head        focal-length search, per-frame head pose (smoothed), ICT-FaceKit 3DMM fit (identity + 53 expr)
   parsing     class masks from landmark polygons + selfie and hair segmenters; ``parsing/``
   background  masked median of background pixels, holes inpainted; ``background.png``
   finalize    blink / lip signals, lmk68, bounds, ``tracks.npz`` + ``meta.json``, schema validation, overlays
+
+No stage holds the clip's frames: the video is decoded as a stream (decode, track, and again to crop), frames/ and
+parsing/ are written and read in chunks (lipspace.prep.frame_stages), so peak memory hardly grows with the clip's
+length; ``run`` estimates it first and refuses a run that cannot fit (lipspace.prep.memory).
 """
 
 from __future__ import annotations
@@ -23,11 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from lipspace.utils.assets import file_sha256
-from lipspace.data.schema import FPS, SAMPLE_RATE
+from lipspace.data.schema import FPS
 from lipspace.utils.errors import LipspaceError
 from lipspace.prep.cache import CACHE_DIR, StageCache, stage_key
 from lipspace.prep.options import PrepOptions, PrepResult
-from lipspace.prep.runs import evenly_spaced
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,6 @@ class Preprocessor:
         self.out = Path(out_dir)
         self.opt = options or PrepOptions()
         self._check_options()
-        self._src_frames: np.ndarray | None = None
-        self._frames: np.ndarray | None = None
-        self._parsing: np.ndarray | None = None
 
     # ----------------------------------------------------------------------------------------------- plumbing
     def _check_options(self) -> None:
@@ -81,36 +80,24 @@ class Preprocessor:
                                     f"or new output directory (nothing was changed)")
         self.out.mkdir(parents=True, exist_ok=True)
 
-    def _decode(self):
-        """Source frames at 25 fps (kept in memory until the crop stage) and the decoder's VideoInfo."""
-        from lipspace.prep.io import decode_video_25fps
+    def video_frames(self, pixels: bool = True, warn: bool = False):
+        """The source frames at 25 fps as a stream (each iteration decodes the video again; nothing is kept)."""
+        from lipspace.prep.video_frames import VideoFrames
 
-        self._src_frames, info = decode_video_25fps(self.video, FPS, max_side=self.opt.max_side,
-                                                    max_seconds=self.opt.max_seconds)
-        return self._src_frames, info
+        return VideoFrames(self.video, FPS, max_side=self.opt.max_side, max_seconds=self.opt.max_seconds,
+                           pixels=pixels, warn=warn)
 
-    def _source_frames(self) -> np.ndarray:
-        return self._src_frames if self._src_frames is not None else self._decode()[0]
-
-    def _crop_frames(self, indices=None) -> np.ndarray:
-        """Cropped frames (all, or ``indices``): from memory when this run made them, else from frames/."""
-        return self._stored("frames", self._frames, indices, rgb=True)
-
-    def _parsing_maps(self, indices=None) -> np.ndarray:
-        return self._stored("parsing", self._parsing, indices, rgb=False)
-
-    def _stored(self, sub: str, in_memory: np.ndarray | None, indices, rgb: bool) -> np.ndarray:
+    def crop_frames(self, indices) -> np.ndarray:
+        """Cropped frames ``indices`` [k,size,size,3], read from frames/."""
         from lipspace.prep.pngio import read_pngs
 
-        if in_memory is not None:
-            return in_memory if indices is None else in_memory[indices]
-        arr = read_pngs(self.out / sub, self.n_frames, rgb=rgb, indices=indices)
-        if indices is None:  # keep a full read for the next stage
-            if sub == "frames":
-                self._frames = arr
-            else:
-                self._parsing = arr
-        return arr
+        return read_pngs(self.out / "frames", None, rgb=True, indices=indices)
+
+    def parsing_maps(self, indices) -> np.ndarray:
+        """Parsing maps ``indices`` [k,size,size], read from parsing/."""
+        from lipspace.prep.pngio import read_pngs
+
+        return read_pngs(self.out / "parsing", None, rgb=False, indices=indices)
 
     @property
     def n_frames(self) -> int:
@@ -158,50 +145,19 @@ class Preprocessor:
         return self._model_path("ict_face_light.npz", None)
 
     def stage_decode(self) -> dict:
-        import soundfile as sf
+        from lipspace.prep.frame_stages import decode
 
-        from lipspace.prep.io import extract_audio_16k, probe_video
-
-        info = probe_video(self.video)
-        if not info.has_audio:  # fail before spending time on the video
-            extract_audio_16k(self.video)  # raises the clear no-audio error
-        frames, vinfo = self._decode()
-        # audio_offset_s > 0 (audio late): audio sample 0 is taken from that much after video frame 0
-        audio = extract_audio_16k(self.video, n_frames=len(frames), fps=FPS,
-                                  video_start_s=vinfo.start_s + self.opt.audio_offset_s)
-        sf.write(str(self.out / "audio.wav"), audio, SAMPLE_RATE, subtype="PCM_16")
-        if info.fps and abs(info.fps - FPS) > 0.01:
-            log.info("%s: %.3f fps source resampled to %d fps by presentation time", self.video, info.fps, FPS)
-        return {"n_frames": len(frames), "source": asdict(info), "source_hw": list(frames.shape[1:3]),
-                "video_start_s": vinfo.start_s}
+        return decode(self)
 
     def stage_track(self) -> dict:
-        from lipspace.prep.face import invalid_ranges, track_faces
+        from lipspace.prep.frame_stages import track
 
-        frames = self._source_frames()
-        model = self._model_path("face_landmarker.task", None)
-        with _bar(len(frames), "track", self.opt.progress) as bar:
-            tr = track_faces(frames, model, self.opt.max_invalid_fraction, source=str(self.video), progress=bar.update)
-        self.cache.save_arrays("track", landmarks=tr.landmarks, blendshapes=tr.blendshapes,
-                               transforms=tr.transforms, valid=tr.valid, n_faces=tr.n_faces)
-        return {"valid_fraction": float(tr.valid.mean()), "invalid_ranges_s": invalid_ranges(tr.valid, FPS),
-                "multi_face_frames": int((tr.n_faces > 1).sum())}
+        return track(self)
 
     def stage_crop(self) -> dict:
-        from lipspace.prep.crop import crop_frames, face_crop_box
-        from lipspace.prep.pngio import write_pngs
+        from lipspace.prep.frame_stages import crop
 
-        tr = self.cache.load_arrays("track")
-        frames = self._source_frames()
-        box = face_crop_box(tr["landmarks"], tr["valid"], frames.shape[1:3], face_scale=self.opt.face_scale,
-                            source=str(self.video))
-        lmk = box.apply_to_landmarks(tr["landmarks"], self.opt.size)
-        self._frames = crop_frames(frames, box, self.opt.size)
-        with _bar(len(self._frames), "frames", self.opt.progress) as bar:
-            write_pngs(self.out / "frames", self._frames, rgb=True, progress=bar.update)
-        self.cache.save_arrays("crop", landmarks=lmk)
-        self._src_frames = None  # the source frames are not needed any more: free the memory
-        return {"box": {"x0": box.x0, "y0": box.y0, "side": box.side}, "scale": self.opt.size / box.side}
+        return crop(self)
 
     def stage_head(self) -> dict:
         from lipspace.prep.facemodel import load_face_model
@@ -222,36 +178,14 @@ class Preprocessor:
         return {**fit.summary(), "expr_names": list(model.expr_names)}
 
     def stage_parsing(self) -> dict:
-        from lipspace.prep.parsing_clip import parse_frames
-        from lipspace.prep.pngio import write_pngs
-        from lipspace.prep.segment import Segmenters
+        from lipspace.prep.frame_stages import parsing
 
-        frames = self._crop_frames()
-        tr = self.cache.load_arrays("track")
-        lmk = self.cache.load_arrays("crop")["landmarks"]
-        o = self.opt
-        with Segmenters(self._model_path("selfie_segmenter.tflite", None),
-                        self._model_path("hair_segmenter_derived.tflite", None),
-                        multiclass=o.multiclass_model) as seg, _bar(len(frames), "parsing", o.progress) as bar:
-            self._parsing = parse_frames(frames, lmk, tr["valid"], seg, hair_stride=o.hair_stride,
-                                         progress=bar.update)
-        write_pngs(self.out / "parsing", self._parsing, rgb=False)
-        counts = np.bincount(self._parsing[:: max(1, len(frames) // 50)].reshape(-1), minlength=10)
-        return {"class_fraction": {str(k): round(float(c) / counts.sum(), 5) for k, c in enumerate(counts)}}
+        return parsing(self)
 
     def stage_background(self) -> dict:
-        import cv2
+        from lipspace.prep.frame_stages import background
 
-        from lipspace.prep.background import estimate_background
-
-        frames, parsing = self._crop_frames(), self._parsing_maps()
-        # The background is static: a median over BACKGROUND_FRAMES frames spread over the clip gives the same image
-        # as over all of them (on the 71 s clip a spot uncovered for > 0.5 s is still seen) at a fraction of
-        # the cost.
-        idx = evenly_spaced(np.arange(len(frames)), BACKGROUND_FRAMES)
-        bg, filled = estimate_background(frames[idx], parsing[idx] == 0, source=str(self.video))
-        cv2.imwrite(str(self.out / "background.png"), np.ascontiguousarray(bg[:, :, ::-1]))
-        return {"inpainted_fraction": round(float(filled.mean()), 5)}
+        return background(self)
 
     def stage_finalize(self) -> dict:
         from lipspace.prep.finalize import finalize
@@ -260,10 +194,9 @@ class Preprocessor:
 
     # ----------------------------------------------------------------------------------------------- runner
     def run(self) -> PrepResult:
-        if not self.video.is_file():
-            from lipspace.prep.io import probe_video
+        from lipspace.prep.memory import check_memory
 
-            probe_video(self.video)  # the clear missing-file / not-a-file error
+        check_memory(self.video, self.opt)  # the clear missing-file / not-a-video errors too; before any write
         self._check_out_dir()
         self.cache = StageCache(self.out)
         result = PrepResult(self.out)
