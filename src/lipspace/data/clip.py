@@ -1,4 +1,5 @@
-"""Load a validated dataset directory into memory and split it into train / held-out-tail frames."""
+"""Load a validated dataset directory (frames and parsing read from its on-disk frame store) and split it into
+train / held-out-tail frames."""
 
 from __future__ import annotations
 
@@ -8,18 +9,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lipspace.data.schema import FPS, HEAD_CLASSES, frame_name, validate_dataset
+from lipspace.data.framestore import FrameStore, open_frame_stores
+from lipspace.data.schema import FPS, HEAD_CLASSES, validate_dataset
 from lipspace.utils.errors import LipspaceError
 
 
 @dataclass
 class Clip:
-    """One dataset directory in memory. Images are uint8 tensors; geometry float32."""
+    """One dataset directory. Images are uint8: an on-disk FrameStore (load_clip; indexing it reads only the frames
+    asked for) or an in-memory tensor, both indexed alike and returning tensors; geometry float32 in memory."""
 
     root: Path
     meta: dict
-    frames: torch.Tensor  # [N,H,W,3] uint8 RGB
-    parsing: torch.Tensor  # [N,H,W] uint8 class index
+    frames: FrameStore | torch.Tensor  # [N,H,W,3] uint8 RGB
+    parsing: FrameStore | torch.Tensor  # [N,H,W] uint8 class index
     background: torch.Tensor  # [H,W,3] float32 in [0,1]
     tracks: dict[str, np.ndarray]
     # parsing classes whose ground-truth pixels join the per-frame background (default: torso), as in the head
@@ -91,26 +94,16 @@ class Clip:
 
 
 def load_clip(root, check_images: bool = True, gt_background_classes=(), bounds_key: str = "bounds") -> Clip:
-    """Validate and load a dataset directory (frames, parsing, background, tracks) into memory."""
+    """Validate and load a dataset directory: frames and parsing as frame stores on disk (built from the PNGs on
+    the first load, lipspace.data.framestore), background and tracks in memory."""
     import cv2
 
     root = Path(root).expanduser().resolve()
     meta = validate_dataset(root, check_images=check_images)
-    n = meta["n_frames"]
-    h, w = meta["height"], meta["width"]
-    frames = np.empty((n, h, w, 3), np.uint8)
-    parsing = np.empty((n, h, w), np.uint8)
-    for i in range(n):
-        f = cv2.imread(str(root / "frames" / frame_name(i)), cv2.IMREAD_COLOR)
-        p = cv2.imread(str(root / "parsing" / frame_name(i)), cv2.IMREAD_UNCHANGED)
-        if f is None or p is None or f.shape[:2] != (h, w) or p.shape != (h, w):
-            raise LipspaceError(f"{root / 'frames' / frame_name(i)}: unreadable frame or parsing mask of the wrong "
-                                f"size (expected {w}x{h}). Regenerate the dataset.")
-        frames[i] = f[:, :, ::-1]
-        parsing[i] = p
+    frames, parsing = open_frame_stores(root, meta["n_frames"], meta["height"], meta["width"])
     bg = cv2.imread(str(root / "background.png"), cv2.IMREAD_COLOR)[:, :, ::-1]
     tracks = dict(np.load(root / "tracks.npz"))
-    return Clip(root=root, meta=meta, frames=torch.from_numpy(frames), parsing=torch.from_numpy(parsing),
+    return Clip(root=root, meta=meta, frames=frames, parsing=parsing,
                 background=torch.from_numpy(bg.astype(np.float32) / 255.0), tracks=tracks,
                 gt_background_classes=tuple(int(c) for c in gt_background_classes), bounds_key=bounds_key)
 

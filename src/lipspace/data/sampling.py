@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import IterableDataset
 
 from lipspace.data.clip import Clip
+from lipspace.data.framestore import gather_pixels
 from lipspace.data.rays import camera_rays, full_frame_pixels, sphere_near_far
 from lipspace.data.schema import HEAD_CLASSES
 from lipspace.utils.errors import LipspaceError
@@ -34,9 +35,6 @@ class RayBatches(IterableDataset):
             raise LipspaceError(f"data.patch_size={patch_size}: must be 0 (no patch) or at most the frame size {h}x{w}")
         self.patch_size = int(patch_size or 0)
         self.center, self.radius = clip.bounds
-        n, h, w = clip.parsing.shape
-        self._frames_flat = clip.frames.reshape(n, h * w, 3)
-        self._parsing_flat = clip.parsing.reshape(n, h * w)  # uint8; gathered values are widened
         self._head_lut = _class_lut(HEAD_CLASSES)
         self._gt_lut = _class_lut(clip.gt_background_classes)
         self._head_boxes = _mask_boxes(clip.parsing, self._head_lut)
@@ -66,7 +64,7 @@ class RayBatches(IterableDataset):
         pix = self._draw_hitting(fidx, per, g)  # [F, per]
         if n_head:
             boxes = self._head_boxes[fidx].unbind(1)
-            head, ok = _draw_rejection(boxes, lambda c: self._head_lut[self._parsing_flat[fidx[:, None], c].long()],
+            head, ok = _draw_rejection(boxes, lambda c: self._head_lut[gather_pixels(clip.parsing, fidx, c).long()],
                                        n_head, g, w)
             pix[:, :n_head] = torch.where(ok[:, None], head, pix[:, :n_head])
         batch = {"frame_idx": fidx, "inputs": frame_inputs(clip, fidx, self.inputs),
@@ -95,8 +93,9 @@ class RayBatches(IterableDataset):
         u, v = (pix % w).float(), torch.div(pix, w, rounding_mode="floor").float()
         rays_o, rays_d = camera_rays(clip.pose[fidx], clip.intrinsics, u, v)
         near, far, _ = sphere_near_far(rays_o, rays_d, self.center, self.radius)
-        target = self._frames_flat[fidx[:, None], pix].float() / 255.0  # [F, n, 3]
-        ray_class = self._parsing_flat[fidx[:, None], pix].long()  # [F, n]: region attention masking loss
+        # only the drawn pixels are read (from the frame store on disk: the pages holding them)
+        target = gather_pixels(clip.frames, fidx, pix).float() / 255.0  # [F, n, 3]
+        ray_class = gather_pixels(clip.parsing, fidx, pix).long()  # [F, n]: region attention masking loss
         bg = clip.background.reshape(-1, 3)[pix]
         if clip.gt_background_classes:
             gt = self._gt_lut[ray_class]
@@ -132,12 +131,15 @@ def _class_lut(classes) -> torch.Tensor:
     return lut
 
 
-def _mask_boxes(parsing: torch.Tensor, lut: torch.Tensor, chunk: int = 64) -> torch.Tensor:
-    """Per-frame bounding boxes (x0, y0, x1, y1) [N,4] of the pixels whose class is in lut (whole frame if none)."""
+def _mask_boxes(parsing, lut: torch.Tensor, chunk_bytes: int = 1 << 21) -> torch.Tensor:
+    """Per-frame bounding boxes (x0, y0, x1, y1) [N,4] of the pixels whose class is in lut (whole frame if none);
+    ``parsing`` [N,H,W] (a frame store or a tensor) is read about ``chunk_bytes`` at a time."""
     n, h, w = parsing.shape
+    chunk = max(1, chunk_bytes // (h * w))
     out = torch.tensor([0, 0, w, h]).repeat(n, 1)
+    classes = lut.nonzero()[:, 0].to(torch.uint8)
     for s in range(0, n, chunk):
-        m = lut[parsing[s:s + chunk].long()]
+        m = torch.isin(parsing[s:s + chunk], classes)  # == lut[...], without widening the chunk to int64
         cols, rows = m.any(1), m.any(2)  # [c, W], [c, H]
         has = cols.any(1)
         xr = torch.arange(w)

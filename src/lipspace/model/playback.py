@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lipspace.data.framestore import FrameStore
 from lipspace.utils.errors import LipspaceError
 from lipspace.eval.video import to_uint8
 from lipspace.model.inference import render_sequence
@@ -23,12 +24,15 @@ def pose_playback(indices: np.ndarray, n: int) -> np.ndarray:
 
 def posed_playback(clip, indices: np.ndarray, poses):
     """A view of ``clip`` whose frame k has background / ground-truth torso of frame ``indices[k]`` and head pose
-    ``poses[k]`` (generated head motion); frames are copied, so memory grows with the length."""
+    ``poses[k]`` (generated head motion). Frames of a clip read from its frame store are not copied (the view
+    reads the same files); in-memory frames are."""
     import copy
 
     view = copy.copy(clip)
     idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-    view.frames, view.parsing, view.pose = clip.frames[idx], clip.parsing[idx], poses.to(clip.pose)
+    view.frames, view.parsing = (a.select(idx) if isinstance(a, FrameStore) else a[idx]
+                                 for a in (clip.frames, clip.parsing))
+    view.pose = poses.to(clip.pose)
     view.meta = {**clip.meta, "n_frames": len(indices)}
     view.tracks = {}
     return view

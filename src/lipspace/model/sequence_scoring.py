@@ -35,8 +35,15 @@ def motion_metrics(conditioner, held: Clip, seed: int) -> dict:
     return motion_report(poses, held.pose, blink, held.tracks["blink"], held.meta["fps"])
 
 
-def mean_frame(clip: Clip, idx: np.ndarray) -> torch.Tensor:
-    return clip.frames[torch.as_tensor(idx)].float().mean(0) / 255.0
+def mean_frame(clip: Clip, idx: np.ndarray, chunk: int = 64) -> torch.Tensor:
+    """Mean of frames ``idx`` [H,W,3] in [0,1], read ``chunk`` frames at a time. The integer sum is exact, so this
+    equals ``clip.frames[idx].float().mean(0) / 255`` (a float32 sum of uint8 values is exact below 2^24) bit for
+    bit without holding all frames as floats."""
+    idx = torch.as_tensor(np.asarray(idx), dtype=torch.long).reshape(-1)
+    total = torch.zeros(clip.frames.shape[1:], dtype=torch.int64)
+    for s in range(0, len(idx), chunk):
+        total += clip.frames[idx[s:s + chunk]].sum(0, dtype=torch.int64)
+    return total.float().div_(len(idx)) / 255.0
 
 
 def _lmk68(clip: Clip, indices, downscale: int) -> np.ndarray | None:
