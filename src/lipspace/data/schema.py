@@ -20,6 +20,9 @@ a head NeRF composited over the ground-truth torso models).
 Optional ground truth of synthetic data: ``torso_pose[i]`` (tracks.npz, written only when the torso moves,
 ``lipspace-synth torso_follow=...``) maps torso space to the camera of frame i like ``pose`` (``X_cam = R @ X_torso
 + t``); torso space is the camera space of the torso at rest, so a dataset without it has a static torso (identity).
+
+Optional on real clips prepared with ``stabilize=sync`` (lipspace.prep.stabilize): ``pose_fit[i]``, the 3DMM-fitted
+(smoothed) head pose before the Head-Sync Stabilizer; ``pose`` then holds the stabilised pose.
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ TRACK_KEYS: dict[str, TrackSpec] = {
     "identity": TrackSpec((None,), "f"),  # identity coefficients shared by the clip
     "mp_landmarks": TrackSpec(("N", 478, 3), "f", required=False),  # MediaPipe mesh landmarks (real clips)
     "torso_pose": TrackSpec(("N", 4, 4), "f", required=False),  # torso -> camera (synthetic moving torso)
+    "pose_fit": TrackSpec(("N", 4, 4), "f", required=False),  # fitted head pose when ``pose`` is stabilised
 }
 META_KEYS = ("schema_version", "kind", "fps", "width", "height", "n_frames", "sample_rate", "bounds",
              "parsing_classes", "source", "stages")

@@ -114,3 +114,22 @@ def smooth_poses(pose: np.ndarray, valid: np.ndarray, fps: float = 25.0, sigma_s
     out[:, :3, :3] = Rotation.from_quat(q).as_matrix()
     out[:, :3, 3] = t
     return out.astype(np.float32)
+
+
+def pose_jitter(pose: np.ndarray, valid: np.ndarray | None = None) -> dict:
+    """Frame-to-frame jitter of head->camera poses [N,4,4] (a valid mask [N] keeps only frame triples that are all
+    valid): second differences per frame². Rotation: the angular velocity w_t = rotvec(R_{t-1}^T R_t) (degrees per
+    frame, in the head frame), its acceleration |w_{t+1} - w_t| (deg/frame²); translation: |t_{t+1} - 2 t_t +
+    t_{t-1}| (scene units/frame²). Returns mean and 95th percentile of each (0.0 when fewer than 3 frames)."""
+    pose = np.asarray(pose, np.float64)
+    ok = np.ones(len(pose), bool) if valid is None else np.asarray(valid, bool)
+    triple = ok[:-2] & ok[1:-1] & ok[2:] if len(pose) >= 3 else np.zeros(0, bool)
+    if not triple.any():
+        return {"rot_acc_deg_mean": 0.0, "rot_acc_deg_p95": 0.0, "trans_acc_mean": 0.0, "trans_acc_p95": 0.0}
+    r, t = pose[:, :3, :3], pose[:, :3, 3]
+    rel = np.einsum("nji,njk->nik", r[:-1], r[1:])  # R_{t-1}^T R_t
+    vel = np.degrees(Rotation.from_matrix(rel).as_rotvec())
+    rot_acc = np.linalg.norm(vel[1:] - vel[:-1], axis=-1)[triple]
+    trans_acc = np.linalg.norm(t[2:] - 2 * t[1:-1] + t[:-2], axis=-1)[triple]
+    return {"rot_acc_deg_mean": float(rot_acc.mean()), "rot_acc_deg_p95": float(np.percentile(rot_acc, 95)),
+            "trans_acc_mean": float(trans_acc.mean()), "trans_acc_p95": float(np.percentile(trans_acc, 95))}

@@ -1,8 +1,8 @@
 """The finalize stage of the preprocessing pipeline (lipspace.prep.pipeline.Preprocessor.stage_finalize): from the
-cached track, crop and head stages and the parsing maps, the per-frame signals (blink, lip features, 68 points) and
-the head-space bounds are written as ``tracks.npz`` and ``meta.json`` (each atomically), the dataset is validated
-against the schema (lipspace.data.schema), the A/V offset is checked (a warning with the fix when the audio looks out
-of sync) and the debug overlays are drawn.
+cached track, crop and head stages (and stabilize, whose pose replaces the fitted one) and the parsing maps, the
+per-frame signals (blink, lip features, 68 points) and the head-space bounds are written as ``tracks.npz`` and
+``meta.json`` (each atomically), the dataset is validated against the schema (lipspace.data.schema), the A/V offset
+is checked (a warning with the fix when the audio looks out of sync) and the debug overlays are drawn.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 
 from lipspace.data.schema import FPS, ICT_EXPR_NAMES, PARSING_CLASSES, SAMPLE_RATE, validate_dataset
-from lipspace.prep.pipeline import STAGE_VERSIONS, STAGES, Preprocessor
+from lipspace.prep.pipeline import STAGE_VERSIONS, Preprocessor
 from lipspace.prep.runs import evenly_spaced
 
 log = logging.getLogger("lipspace.prep.pipeline")  # the pipeline's logger: its warnings keep their logger name
@@ -31,15 +31,18 @@ def finalize(prep: Preprocessor) -> dict:
     tr = prep.cache.load_arrays("track")
     lmk = prep.cache.load_arrays("crop")["landmarks"]
     head = prep.cache.load_arrays("head")
+    pose = head["pose"]
+    if "stabilize" in prep.stages:  # the stabilised pose becomes ``pose``; the fitted one stays as ``pose_fit``
+        pose = prep.cache.load_arrays("stabilize")["pose"]
     crop_tracks = FaceTracks(landmarks=lmk, blendshapes=tr["blendshapes"], transforms=tr["transforms"],
                              valid=tr["valid"], n_faces=tr["n_faces"])
     lmk68 = lmk68_from_mediapipe(lmk)
     # the bounds need a sample of parsing maps only: a re-run of this stage alone does not read the whole clip
     sample = bounds_frames(tr["valid"])
-    bounds, head_bounds = clip_bounds(prep.parsing_maps(sample), head["pose"][sample], head["intrinsics"])
+    bounds, head_bounds = clip_bounds(prep.parsing_maps(sample), pose[sample], head["intrinsics"])
     expr_names = prep.cache.marker("head")["info"]["expr_names"]
     tracks = {
-        "pose": head["pose"].astype(np.float32), "intrinsics": head["intrinsics"].astype(np.float32),
+        "pose": pose.astype(np.float32), "intrinsics": head["intrinsics"].astype(np.float32),
         "expr": head["expr"].astype(np.float32), "expr_names": np.array(expr_names),
         "blendshapes": tr["blendshapes"].astype(np.float32), "lmk68": lmk68.astype(np.float32),
         "blink": blink_signal(crop_tracks).astype(np.float32), "valid": tr["valid"].astype(bool),
@@ -47,6 +50,8 @@ def finalize(prep: Preprocessor) -> dict:
         "lip_features": lip_features(crop_tracks), "reproj_px": head["reproj_px"].astype(np.float32),
         "transforms": tr["transforms"].astype(np.float32),
     }
+    if "stabilize" in prep.stages:
+        tracks["pose_fit"] = head["pose"].astype(np.float32)
     if tuple(expr_names) != ICT_EXPR_NAMES:
         log.warning("%s: expressions come from a %s model (%d names), not ICT-FaceKit; conditioners that expect "
                     "the 53 ICT expressions will refuse this dataset", prep.out, prep.opt.face_model_kind,
@@ -65,8 +70,8 @@ def finalize(prep: Preprocessor) -> dict:
         "source": {"path": str(prep.video.resolve()), "sha256": prep._params("decode")["video_sha256"],
                    "fps": dec["source"]["fps"], "width": dec["source"]["width"],
                    "height": dec["source"]["height"], "duration_s": dec["source"]["duration_s"]},
-        "stages": dict(STAGE_VERSIONS),
-        "prep": {name: (prep.cache.marker(name) or {}).get("info", {}) for name in STAGES if name != "finalize"},
+        "stages": {name: STAGE_VERSIONS[name] for name in prep.stages},
+        "prep": {name: (prep.cache.marker(name) or {}).get("info", {}) for name in prep.stages if name != "finalize"},
     }
     tmp = prep.out / ".meta.tmp.json"
     tmp.write_text(json.dumps(meta, indent=2, default=float))
@@ -82,7 +87,7 @@ def finalize(prep: Preprocessor) -> dict:
                  + f"blink {tracks['blink'][i]:.2f}" for i in idx]
         shutil.rmtree(prep.out / "debug", ignore_errors=True)
         paths = write_overlays(prep.out / "debug", idx, prep.crop_frames(idx), prep.parsing_maps(idx), lmk[idx],
-                               lmk68[idx], head["pose"][idx], head["intrinsics"], texts)
+                               lmk68[idx], pose[idx], head["intrinsics"], texts)
     return {"overlays": [str(p) for p in paths], "bounds": bounds, "head_bounds": head_bounds,
             "av_offset": av_offset}
 

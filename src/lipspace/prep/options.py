@@ -23,6 +23,7 @@ class PrepOptions:
     face_model_kind: str = "ict"  # "ict" or "bfm" (Deep3DFaceRecon BFM_model_front.mat, user-supplied)
     multiclass_model: str | None = None  # selfie_multiclass_256x256.tflite, when the user has it
     hair_stride: int = 2  # run the hair segmenter on one frame of every k, carried by landmarks (1 = every frame)
+    stabilize: str = "none"  # "sync": SyncTalk's Head-Sync Stabilizer refines the head poses (lipspace.prep.stabilize)
     overlays: int = 6  # debug overlays written to <out>/debug
     progress: bool | None = None  # progress bars; None = only on a terminal
 

@@ -8,6 +8,9 @@ Stages, in order (each cached by ``lipspace.prep.cache``; a re-run redoes only w
   head        focal-length search, per-frame head pose (smoothed), ICT-FaceKit 3DMM fit (identity + 53 expr)
   parsing     class masks from landmark polygons + selfie and hair segmenters; ``parsing/``
   background  masked median of background pixels, holes inpainted; ``background.png``
+  stabilize   only with ``stabilize=sync``: SyncTalk's Head-Sync Stabilizer, optical-flow keypoints + bundle
+              adjustment refine the head poses (lipspace.prep.stabilize); with the default ``none`` the stage is
+              not part of the chain at all, so the keys and outputs are those of a pipeline without it
   finalize    blink / lip signals, lmk68, bounds, ``tracks.npz`` + ``meta.json``, schema validation, overlays
 
 No stage holds the clip's frames: the video is decoded as a stream (decode, track, and again to crop), frames/ and
@@ -34,7 +37,8 @@ from lipspace.prep.options import PrepOptions, PrepResult
 log = logging.getLogger(__name__)
 
 # Bump a stage's version when its code changes what it writes: that stage and everything after it is redone.
-STAGE_VERSIONS = {"decode": 2, "track": 1, "crop": 1, "head": 1, "parsing": 1, "background": 1, "finalize": 1}
+STAGE_VERSIONS = {"decode": 2, "track": 1, "crop": 1, "head": 1, "parsing": 1, "background": 1, "stabilize": 1,
+                  "finalize": 1}
 STAGES = tuple(STAGE_VERSIONS)
 BACKGROUND_FRAMES = 150
 
@@ -69,6 +73,14 @@ class Preprocessor:
             raise LipspaceError(f"hair_stride={o.hair_stride}: must be >= 1")
         if o.face_model_kind not in ("ict", "bfm"):
             raise LipspaceError(f"face_model_kind={o.face_model_kind!r}: choose 'ict' or 'bfm'")
+        if o.stabilize not in ("none", "sync"):
+            raise LipspaceError(f"stabilize={o.stabilize!r}: choose 'none' (the fitted, smoothed poses) or 'sync' "
+                                f"(SyncTalk's Head-Sync Stabilizer)")
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages this run chains: STAGES without ``stabilize`` unless it is asked for."""
+        return tuple(s for s in STAGES if s != "stabilize" or self.opt.stabilize != "none")
 
     def _check_out_dir(self) -> None:
         if self.out.exists() and not self.out.is_dir():
@@ -132,6 +144,8 @@ class Preprocessor:
                     "hair": file_sha256(self._model_path("hair_segmenter_derived.tflite", None)),
                     "multiclass": file_sha256(o.multiclass_model) if o.multiclass_model else None,
                     "hair_stride": o.hair_stride}
+        if name == "stabilize":
+            return {"method": o.stabilize}
         if name == "finalize":
             return {"overlays": o.overlays}
         return {}
@@ -187,6 +201,11 @@ class Preprocessor:
 
         return background(self)
 
+    def stage_stabilize(self) -> dict:
+        from lipspace.prep.stabilize import stabilize
+
+        return stabilize(self)
+
     def stage_finalize(self) -> dict:
         from lipspace.prep.finalize import finalize
 
@@ -202,7 +221,7 @@ class Preprocessor:
         result = PrepResult(self.out)
         upstream: list[str] = []
         redone = False
-        for name in STAGES:
+        for name in self.stages:
             key = stage_key(name, STAGE_VERSIONS[name], self._params(name), upstream)
             upstream = [key]  # the pipeline is a chain: each stage hashes the one before it
             if not redone and self.cache.is_done(name, key):
@@ -220,7 +239,7 @@ class Preprocessor:
             result.seconds[name] = dt
             log.info("%s: stage %-10s %6.1f s", self.out, name, dt)
         result.n_frames = self.n_frames
-        result.summary = {name: (self.cache.marker(name) or {}).get("info", {}) for name in STAGES}
+        result.summary = {name: (self.cache.marker(name) or {}).get("info", {}) for name in self.stages}
         return result
 
 
