@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_dataset
+from tests.conftest import make_tiny_dataset
 from lipspace.data import framestore as fs
 from lipspace.data.clip import load_clip, split_frames
 from lipspace.data.sampling import ImageBatches, RayBatches, frame_cameras, frame_rays

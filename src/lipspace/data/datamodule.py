@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lipspace.data.clip import Clip, Split, load_clip, split_frames
+from lipspace.data.dynamic_sampling import SAMPLING_MODES
 from lipspace.data.sampling import ImageBatches, RayBatches, frame_inputs, whole_frame
 from lipspace.utils.errors import LipspaceError
 
@@ -36,10 +37,16 @@ class TalkingHeadDataModule(L.LightningDataModule):
                  rays_per_batch: int = 1024, frames_per_batch: int = 4, head_fraction: float = 0.5,
                  steps_per_epoch: int = 100, val_frames: int = 2, val_downscale: int = 2, seed: int = 0,
                  synthetic: dict | None = None, gt_background_classes: tuple[int, ...] = (9,),
-                 bounds: str = "head_bounds", patch_size: int = 0, batch_kind: str = "rays"):
+                 bounds: str = "head_bounds", patch_size: int = 0, batch_kind: str = "rays",
+                 sampling: str = "head_fraction", class_floor: float = 0.02):
         """``batch_kind``: the training batches to make, as the renderer declares (``set_batch_kind``; the train
         task sets it from the renderer): "rays" (``rays_per_batch`` random pixels of ``frames_per_batch`` frames)
-        or "images" (``frames_per_batch`` whole frames with their cameras)."""
+        or "images" (``frames_per_batch`` whole frames with their cameras).
+
+        ``sampling``: how ray batches spread their rays over the frame: "head_fraction" (``head_fraction`` from head
+        pixels, the rest uniform) or "semantic" (SSP-NeRF: per parsing class in proportion to its photometric loss
+        of the last epoch, which the system hands over through :meth:`set_class_weights`; at least ``class_floor``
+        of the rays per class present; the first epoch draws as "head_fraction")."""
         super().__init__()
         # `synthetic`: generator parameters; the dataset at `root` is generated (and cached) on first use
         self.synthetic = dict(synthetic) if synthetic else None
@@ -53,6 +60,10 @@ class TalkingHeadDataModule(L.LightningDataModule):
         self.steps_per_epoch, self.seed = steps_per_epoch, seed
         self.val_frames, self.val_downscale = val_frames, val_downscale
         self.patch_size = patch_size  # > 0: each batch also carries one patch_size^2 patch (LPIPS refinement stage)
+        if sampling not in SAMPLING_MODES:
+            raise LipspaceError(f"data.sampling={sampling!r}: one of {', '.join(SAMPLING_MODES)}")
+        self.sampling, self.class_floor = sampling, class_floor
+        self._class_weights = None  # the last set_class_weights (kept for a RayBatches built later)
         self.clip: Clip | None = None
         self.split: Split | None = None
         self.inputs: dict[str, int] = {}
@@ -67,8 +78,25 @@ class TalkingHeadDataModule(L.LightningDataModule):
         if kind == "images" and self.patch_size:
             raise LipspaceError(f"data.patch_size={self.patch_size}: patches are rays of a ray batch; a renderer "
                                 "drawing whole images (batch_kind='images') trains on whole frames: set 0")
+        if kind == "images" and self.class_weighted:
+            raise LipspaceError("data.sampling=semantic spreads the rays of ray batches over parsing classes; a "
+                                "renderer drawing whole images (batch_kind='images') has none: set head_fraction")
         if kind != self.batch_kind:
             self.batch_kind, self._train = kind, None
+
+    @property
+    def class_weighted(self) -> bool:
+        """Whether ray batches take per-class weights (``data.sampling=semantic``): the system then measures each
+        parsing class's photometric loss over every epoch and hands it over through :meth:`set_class_weights`."""
+        return self.sampling == "semantic"
+
+    def set_class_weights(self, weights) -> None:
+        """Per-class weights [len(PARSING_CLASSES)] of semantic sampling (RayBatches.set_class_weights)."""
+        if not self.class_weighted:
+            raise LipspaceError(f"set_class_weights: data.sampling={self.sampling!r} takes no class weights")
+        self._class_weights = weights
+        if isinstance(self._train, RayBatches):
+            self._train.set_class_weights(weights)
 
     def load(self) -> "TalkingHeadDataModule":
         """Load the clip once (idempotent): the train task needs n_frames before building the conditioner."""
@@ -118,7 +146,9 @@ class TalkingHeadDataModule(L.LightningDataModule):
         elif self._train is None:
             self._train = RayBatches(self.clip, self.split.train, self.inputs, self.rays_per_batch,
                                      self.frames_per_batch, self.head_fraction, self.steps_per_epoch, self.seed,
-                                     self.patch_size)
+                                     self.patch_size, self.sampling, self.class_floor)
+            if self._class_weights is not None:
+                self._train.set_class_weights(self._class_weights)
         return DataLoader(self._train, batch_size=None, num_workers=0)
 
     def val_indices(self) -> np.ndarray:

@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import IterableDataset
 
+from lipspace.data import dynamic_sampling as dyn
 from lipspace.data.clip import Clip
 from lipspace.data.framestore import gather_pixels
 from lipspace.data.rays import camera_rays, full_frame_pixels, sphere_near_far
-from lipspace.data.schema import HEAD_CLASSES
+from lipspace.data.schema import HEAD_CLASSES, PARSING_CLASSES
 from lipspace.utils.errors import LipspaceError
 
 
@@ -22,10 +23,16 @@ def frame_inputs(clip: Clip, idx, inputs: dict[str, int]) -> dict[str, torch.Ten
 
 class RayBatches(IterableDataset):
     """Endless-per-epoch stream of ray batches: ``frames_per_batch`` random training frames, rays drawn from pixels
-    whose rays hit the bounds sphere, ``head_fraction`` of them from head-class pixels (face, hair, mouth...)."""
+    whose rays hit the bounds sphere, ``head_fraction`` of them from head-class pixels (face, hair, mouth...).
+
+    ``sampling="semantic"`` (SSP-NeRF's dynamic sampling): once :meth:`set_class_weights` has given per-class weights
+    (the system: each class's mean photometric loss of the last epoch), each frame's rays are split among the
+    parsing classes present there in proportion to them, with each present class at least ``class_floor`` of the
+    rays (dynamic_sampling.class_allocation); until then (the first epoch) rays are drawn as "head_fraction" does."""
 
     def __init__(self, clip: Clip, train_idx: np.ndarray, inputs: dict[str, int], rays_per_batch: int,
-                 frames_per_batch: int, head_fraction: float, steps_per_epoch: int, seed: int, patch_size: int = 0):
+                 frames_per_batch: int, head_fraction: float, steps_per_epoch: int, seed: int, patch_size: int = 0,
+                 sampling: str = "head_fraction", class_floor: float = 0.02):
         self.clip, self.train_idx, self.inputs = clip, torch.as_tensor(train_idx), inputs
         self.rays_per_batch, self.frames_per_batch = rays_per_batch, min(frames_per_batch, len(train_idx))
         self.head_fraction, self.steps_per_epoch, self.seed = head_fraction, steps_per_epoch, seed
@@ -38,7 +45,21 @@ class RayBatches(IterableDataset):
         self._head_lut = _class_lut(HEAD_CLASSES)
         self._gt_lut = _class_lut(clip.gt_background_classes)
         self._head_boxes = _mask_boxes(clip.parsing, self._head_lut)
+        if sampling not in dyn.SAMPLING_MODES or not 0 <= class_floor <= 1:
+            raise LipspaceError(f"data.sampling={sampling!r}, data.class_floor={class_floor}: sampling is one of "
+                                f"{dyn.SAMPLING_MODES}, class_floor in [0, 1]")
+        self.sampling, self.class_floor = sampling, float(class_floor)
+        self.class_weights: torch.Tensor | None = None
+        if sampling == "semantic":
+            self._class_boxes, self._class_present = dyn.class_boxes(clip.parsing, len(PARSING_CLASSES))
 
+    def set_class_weights(self, weights) -> None:
+        """Per-class weights [len(PARSING_CLASSES)] of semantic sampling from now on (non-finite: unknown)."""
+        weights = torch.as_tensor(weights, dtype=torch.float64).detach().cpu().reshape(-1)
+        if self.sampling != "semantic" or len(weights) != len(PARSING_CLASSES):
+            raise LipspaceError(f"set_class_weights: {len(weights)} weights for sampling={self.sampling!r}; semantic "
+                                f"sampling takes one weight per parsing class ({len(PARSING_CLASSES)})")
+        self.class_weights = weights
     def __len__(self):
         return self.steps_per_epoch
 
@@ -62,7 +83,9 @@ class RayBatches(IterableDataset):
         # box. Only drawn pixels are touched, so a step costs the same at 512^2 as at 128^2.
         n_head = int(round(self.head_fraction * per)) if self.head_fraction > 0 else 0
         pix = self._draw_hitting(fidx, per, g)  # [F, per]
-        if n_head:
+        if self.class_weights is not None:
+            pix = self._draw_classes(fidx, pix, g)
+        elif n_head:
             boxes = self._head_boxes[fidx].unbind(1)
             head, ok = _draw_rejection(boxes, lambda c: self._head_lut[gather_pixels(clip.parsing, fidx, c).long()],
                                        n_head, g, w)
@@ -110,19 +133,34 @@ class RayBatches(IterableDataset):
             "ray_class": ray_class.reshape(-1),  # parsing class of each ray's pixel (PARSING_CLASSES)
         }
 
+    def _hits(self, fidx: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """bool [F, M]: whether the rays of pixels ``cand`` [F, M] (flat indices) of frames ``fidx`` hit the bounds."""
+        clip, w = self.clip, self.clip.hw[1]
+        o, d = camera_rays(clip.pose[fidx], clip.intrinsics, (cand % w).float(),
+                           torch.div(cand, w, rounding_mode="floor").float())
+        return sphere_near_far(o, d, self.center, self.radius)[2]
+
     def _draw_hitting(self, fidx: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
         """[F, n] flat pixel indices drawn uniformly among the pixels whose rays hit the bounds sphere, inside the
         sphere's image-space bounding box (a frame where nothing hits draws from the whole frame)."""
+        h, w = self.clip.hw
+        boxes = _sphere_boxes(self.clip.pose[fidx], self.clip.intrinsics, self.center, self.radius, h, w)
+        return _draw_rejection(boxes, lambda c: self._hits(fidx, c), n, g, w)[0]
+
+    def _draw_classes(self, fidx: torch.Tensor, pix: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Semantic sampling: ``pix`` [F, n] (uniform hitting pixels) split into per-class slots by the class weights;
+        each class's slots drawn uniformly among its pixels whose rays hit the bounds (a class with none there
+        counts as absent from the frame; one whose draw fails keeps the uniform pixels)."""
         clip = self.clip
         h, w = clip.hw
-        boxes = _sphere_boxes(clip.pose[fidx], clip.intrinsics, self.center, self.radius, h, w)
+        sphere = _sphere_boxes(clip.pose[fidx], clip.intrinsics, self.center, self.radius, h, w)
+        boxes, present = dyn.clip_to_box(self._class_boxes[fidx], self._class_present[fidx], sphere)
+        counts = dyn.class_allocation(self.class_weights, present, pix.shape[1], self.class_floor)
 
-        def hits(cand):
-            o, d = camera_rays(clip.pose[fidx], clip.intrinsics, (cand % w).float(),
-                               torch.div(cand, w, rounding_mode="floor").float())
-            return sphere_near_far(o, d, self.center, self.radius)[2]
+        def accept(k):
+            return lambda c: (gather_pixels(clip.parsing, fidx, c) == k) & self._hits(fidx, c)
 
-        return _draw_rejection(boxes, hits, n, g, w)[0]
+        return dyn.draw_by_class(pix, counts, boxes, accept, _draw_rejection, g, w)
 
 
 def _class_lut(classes) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The LightningModule: a built conditioner + renderer, photometric loss + conditioner regulariser (+ the region
-attention masking loss when the conditioner declares regions), Adam with exponential decay, validation renders with
-PSNR / SSIM. Nothing method-specific lives here."""
+attention masking loss when the conditioner declares regions, + the parsing branch's cross-entropy), Adam with
+exponential decay, validation renders with PSNR / SSIM. Nothing method-specific lives here."""
 
 from __future__ import annotations
 
@@ -14,41 +14,19 @@ import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from lipspace.conditioners.base import Conditioner
-from lipspace.utils.errors import LipspaceError
+from lipspace.data.datamodule import TalkingHeadDataModule
+from lipspace.model.regions import region_spec, renderer_class
+from lipspace.model.semantic import ClassLossMeter, SemanticBranch
 from lipspace.renderers.base import Renderer
-
-
-def renderer_class(renderer) -> type[Renderer]:
-    """The Renderer class of a built renderer, a class, or a partial of one (Hydra ``_partial_``)."""
-    if isinstance(renderer, Renderer):
-        return type(renderer)
-    cls = renderer.func if isinstance(renderer, functools.partial) else renderer
-    if not (isinstance(cls, type) and issubclass(cls, Renderer)):
-        raise LipspaceError(f"renderer {renderer!r}: must be a lipspace.renderers.base.Renderer subclass (built, "
-                            "or a partial of one built at the conditioner's width)")
-    return cls
-
-
-def region_spec(conditioner) -> dict:
-    """A conditioner's declared regions ``{name: (slice of its output c, parsing classes)}``, checked; {} if none."""
-    regions = dict(conditioner.regions or {})
-    for name, spec in regions.items():
-        try:
-            sl, classes = spec
-            ok = isinstance(sl, slice) and 0 <= (sl.start or 0) < sl.stop <= conditioner.out_dim and len(classes) > 0
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise LipspaceError(f"conditioner '{conditioner.name}': region '{name}' must be (slice of the "
-                                f"{conditioner.out_dim} condition columns, non-empty parsing classes), got {spec!r}")
-    return regions
+from lipspace.utils.errors import LipspaceError
 
 
 class TalkingHeadSystem(L.LightningModule):
     def __init__(self, conditioner: Conditioner, renderer, optimizer, lr_final: float = 5e-5,
                  decay_steps: int | None = None, coarse_loss_weight: float = 1.0, val_image_dir: str | None = None,
                  train_chunk_rays: int | str | None = "auto", region_att_weight: float = 0.0,
-                 lpips_weight: float = 0.0, lpips_start_fraction: float = 0.5, lpips_weights: str | None = None):
+                 lpips_weight: float = 0.0, lpips_start_fraction: float = 0.5, lpips_weights: str | None = None,
+                 semantic_weight: float = 0.0):
         """``train_chunk_rays``: run forward + backward over chunks of that many rays (same gradients as one
         backward over the batch, activations stay cache-sized: faster on CPU), when the renderer supports it;
         "auto" lets the renderer size chunks from its width; null runs one autograd pass over the batch.
@@ -63,7 +41,13 @@ class TalkingHeadSystem(L.LightningModule):
         ``trainer.max_steps`` on, the loss adds lpips_weight x LPIPS-alex(rendered patch, ground-truth patch) on the
         batch's patch (``data.patch_size``). LPIPS loads from ``lpips_weights`` or the asset lookup of
         ``lipspace.eval.lpips``; when no weights are available the stage is skipped with one warning; while it
-        runs, ``train/lpips`` is logged."""
+        runs, ``train/lpips`` is logged.
+
+        ``semantic_weight``: SSP-NeRF's implicit portrait parsing; with a renderer built with parsing classes
+        (``renderer.field.semantic_classes``) the loss adds semantic_weight x the cross-entropy of the rendered logits
+        against each ray's parsing class (coarse pass at ``coarse_loss_weight``); logs ``train/semantic_ce`` and
+        ``train/semantic_acc``. With ``data.sampling=semantic`` the system measures each parsing class's photometric
+        loss over every epoch and hands it to the data module (``set_class_weights``) at the epoch's end."""
         super().__init__()
         self.conditioner = conditioner
         regions = region_spec(conditioner)
@@ -80,6 +64,8 @@ class TalkingHeadSystem(L.LightningModule):
             raise LipspaceError(f"conditioner '{conditioner.name}' declares regions {sorted(regions)} but the renderer "
                                 "was built without them; pass the renderer as a partial (cond_dim, regions unset)")
         self.renderer = renderer
+        self.semantic = SemanticBranch.build(renderer, float(semantic_weight), coarse_loss_weight)
+        self._class_meter: ClassLossMeter | None = None  # set at the start of training under semantic sampling
         self.region_att_weight = float(region_att_weight)
         if regions:
             order = [name for name, _, _ in self.renderer.regions]  # the renderer's (column-sorted) order
@@ -190,6 +176,9 @@ class TalkingHeadSystem(L.LightningModule):
             if self.region_att_weight > 0:
                 loss = loss + self.region_loss(out, outside, target.shape[0])
             self._log_regions(out, outside, target.shape[0])
+        if self.semantic is not None:
+            loss = loss + self.semantic.loss(out, self.semantic.ray_classes(batch), target.shape[0])
+        self._per_ray_stats(out, batch)
         lp = self.lpips_loss(out, batch)
         if lp is not None:
             loss = loss + self.lpips_weight * lp
@@ -208,9 +197,12 @@ class TalkingHeadSystem(L.LightningModule):
         reg = self.conditioner.regularizer(batch["frame_idx"])
         photometric = mse_chunk_loss(target, self.coarse_loss_weight)
         outside = self._step_outside(batch)
+        classes = None if self.semantic is None else self.semantic.ray_classes(batch)
 
         def loss_fn(out, sl):  # the regulariser joins the last chunk, so there is one backward upstream (DDP)
             loss = photometric(out, sl) + (reg if sl.stop == n else 0.0)
+            if classes is not None:
+                loss = loss + self.semantic.loss(out, classes[sl], n)
             if outside is None or self.region_att_weight <= 0:
                 return loss
             return loss + self.region_loss(out, outside[sl], n)
@@ -224,8 +216,30 @@ class TalkingHeadSystem(L.LightningModule):
         sched.step()
         if outside is not None:
             self._log_regions(out, outside, n)
+        self._per_ray_stats(out, batch)
         self._log_train(out["loss"], F.mse_loss(out["rgb"], target), reg.detach(), n)
         return out["loss"]
+
+    def _per_ray_stats(self, out, batch) -> None:
+        """After a step: the parsing branch's metrics; the per-class photometric loss under semantic sampling."""
+        if self.semantic is not None:
+            self.log_dict(self.semantic.metrics(out, self.semantic.ray_classes(batch)), batch_size=len(out["rgb"]))
+        if self._class_meter is not None:
+            self._class_meter.update(out["rgb"], batch["target"], batch["ray_class"])
+
+    def on_train_start(self):
+        dm = self.trainer.datamodule
+        self._class_meter = ClassLossMeter() if isinstance(dm, TalkingHeadDataModule) and dm.class_weighted else None
+
+    def on_train_epoch_end(self):
+        """Semantic sampling: the epoch's mean photometric loss per parsing class, all-reduced over the DDP ranks,
+        becomes the class weights of the next epoch's ray batches (SSP-NeRF); logs it and the classes' ray shares."""
+        if self._class_meter is None:
+            return
+        mean, share = self._class_meter.summary(
+            lambda t: self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum"))
+        self.trainer.datamodule.set_class_weights(mean)
+        self.log_dict(ClassLossMeter.metrics(mean, share), sync_dist=False)
 
     def _log_train(self, loss, mse, reg, n):
         self.log_dict({"train/loss": loss, "train/mse": mse, "train/reg": reg,

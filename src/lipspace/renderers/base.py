@@ -40,6 +40,11 @@ class Renderer(nn.Module, abc.ABC):
     - ``supports_regions``: it implements region attention (SyncTalk's facial-aware masking): it takes
       ``regions=[(name, start, stop)]`` (column ranges of the condition) at construction, keeps them, sorted, in
       ``self.regions`` and adds ``region_att`` (and ``region_att_coarse``) [R, n_regions] to its outputs.
+    - ``supports_semantic``: it implements SSP-NeRF's implicit portrait parsing (ray renderers only): built with a
+      field of ``semantic_classes`` K > 0 it sets ``self.semantic_classes = K`` and adds ``semantic`` (and
+      ``semantic_coarse``) [R, K] logits, composited with the colour's weights, to its outputs (the system's
+      cross-entropy against ``ray_class``, ``model.semantic_weight``), and :meth:`render_parsing` draws the class map
+      of a whole frame. ``self.semantic_classes`` is 0 when the branch is off (always, without the declaration).
 
     Required: :meth:`render` (training) and :meth:`render_frame` (validation). Optional, with no-op defaults:
     :meth:`param_groups` (nerfstudio's ``get_param_groups``), :meth:`on_train_step` (the one per-step hook, as
@@ -50,6 +55,7 @@ class Renderer(nn.Module, abc.ABC):
     batch_kind: ClassVar[str] = "rays"
     supports_fused_backward: ClassVar[bool] = False
     supports_regions: ClassVar[bool] = False
+    supports_semantic: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -58,11 +64,15 @@ class Renderer(nn.Module, abc.ABC):
         if cls.supports_fused_backward and cls.batch_kind != "rays":
             raise TypeError(f"{cls.__name__}: supports_fused_backward splits a batch into ray chunks; "
                             "it needs batch_kind='rays'")
+        if cls.supports_semantic and cls.batch_kind != "rays":
+            raise TypeError(f"{cls.__name__}: supports_semantic renders one class per ray of a ray batch "
+                            "(batch['ray_class']); it needs batch_kind='rays'")
 
     def __init__(self, cond_dim: int):
         super().__init__()
         self.cond_dim = cond_dim
         self.regions: tuple[tuple[str, int, int], ...] = ()
+        self.semantic_classes = 0  # parsing classes of the semantic branch (supports_semantic); 0 = off
 
     def declare_regions(self, regions) -> tuple[tuple[str, int, int], ...]:
         """Keep ``regions`` (``[(name, start, stop)]`` or ``{name: slice}``) checked and sorted by column in
@@ -90,6 +100,11 @@ class Renderer(nn.Module, abc.ABC):
         """Render one whole frame (validation, evaluation) under one condition ``cond [C]`` -> image [h,w,3] in
         [0, 1]. ``frame`` is what the data module makes for one frame of this batch kind: ``frame_rays`` for
         "rays", ``frame_cameras`` of one frame for "images"."""
+
+    def render_parsing(self, frame: dict, cond: torch.Tensor) -> torch.Tensor:
+        """The parsing map of one whole frame (as :meth:`render_frame` takes it): the argmax class [h, w] (int64) of the
+        rendered semantic logits. Renderers with ``supports_semantic`` built with ``semantic_classes`` > 0."""
+        raise LipspaceError(f"{type(self).__name__} renders no parsing classes (supports_semantic is False)")
 
     # -- optional, no-op defaults ----------------------------------------------------------------------------
     def param_groups(self, lr: float) -> list[dict]:
@@ -138,14 +153,24 @@ class VolumeRenderer(Renderer):
     def render(self, batch: dict, cond: torch.Tensor) -> Outputs:
         return self(batch["rays_o"], batch["rays_d"], batch["near"], batch["far"], cond, batch["bg"])
 
-    @torch.no_grad()
-    def render_frame(self, frame: dict, cond: torch.Tensor) -> torch.Tensor:
+    def _render_whole(self, frame: dict, cond: torch.Tensor) -> Outputs:
         device = cond.device
         n = frame["rays_o"].shape[0]
-        out = self.render_chunked(frame["rays_o"].to(device), frame["rays_d"].to(device), frame["near"].to(device),
-                                  frame["far"].to(device), cond[None].expand(n, -1), frame["bg"].to(device))
+        return self.render_chunked(frame["rays_o"].to(device), frame["rays_d"].to(device), frame["near"].to(device),
+                                   frame["far"].to(device), cond[None].expand(n, -1), frame["bg"].to(device))
+
+    @torch.no_grad()
+    def render_frame(self, frame: dict, cond: torch.Tensor) -> torch.Tensor:
         h, w = frame["hw"]
-        return out["rgb"].clamp(0, 1).reshape(h, w, 3)
+        return self._render_whole(frame, cond)["rgb"].clamp(0, 1).reshape(h, w, 3)
+
+    @torch.no_grad()
+    def render_parsing(self, frame: dict, cond: torch.Tensor) -> torch.Tensor:
+        if not self.semantic_classes:
+            raise LipspaceError(f"{type(self).__name__} was built without the parsing branch: set "
+                                "renderer.field.semantic_classes (e.g. 10, the PARSING_CLASSES)")
+        h, w = frame["hw"]
+        return self._render_whole(frame, cond)["semantic"].argmax(-1).reshape(h, w)
 
 
 class Rasteriser(Renderer):

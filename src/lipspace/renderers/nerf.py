@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from lipspace.renderers.base import ChunkLoss, Outputs, VolumeRenderer
+from lipspace.renderers.semantic import composite_logits, field_extras, semantic_background
 from lipspace.renderers.volume import composite_real, sample_pdf, stratified_samples
 
 # forward_backward's default chunk holds about this many activation values per layer (~6 MB float32):
@@ -24,11 +25,12 @@ class NeRFRenderer(VolumeRenderer):
 
     Knows rays, near/far, a per-ray condition and a per-ray background colour; nothing about where they
     come from. The fine pass evaluates coarse + importance samples together, sorted, as NeRF does.
-    Provides the fused ``forward_backward`` and region attention.
+    Provides the fused ``forward_backward``, region attention and the implicit parsing branch.
     """
 
     supports_fused_backward: ClassVar[bool] = True
     supports_regions: ClassVar[bool] = True
+    supports_semantic: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -44,11 +46,16 @@ class NeRFRenderer(VolumeRenderer):
         regions=None,
     ):
         """``field``: builds a field ``field(cond_dim=...)`` -> module ``(points, dirs, cond) -> (rgb, sigma,
-        *region_att)`` that declares its layer width ``hidden`` (MLPField, TriPlaneField).
+        *region_att, *semantic_logits)`` that declares its layer width ``hidden`` and its ``semantic_classes``
+        (MLPField, TriPlaneField).
 
         ``regions``: column ranges of the condition with region attention (``[(name, start, stop)]``, from a
         conditioner that declares them); the fields gate them per point and the outputs gain ``region_att``
-        (and ``region_att_coarse``) [R, n_regions]: each region's gate magnitude composited along the ray."""
+        (and ``region_att_coarse``) [R, n_regions]: each region's gate magnitude composited along the ray.
+
+        A field with ``semantic_classes`` K > 0 (SSP-NeRF's implicit parsing) adds ``semantic`` (and
+        ``semantic_coarse``) [R, K]: its per-point logits composited with the colour's weights, the background sample
+        carrying one learnt logit vector (``semantic_bg``)."""
         super().__init__(cond_dim)
         if n_coarse < 3 and n_fine > 0:
             raise ValueError(f"NeRFRenderer needs n_coarse >= 3 to place fine samples, got {n_coarse}")
@@ -61,6 +68,8 @@ class NeRFRenderer(VolumeRenderer):
             field = functools.partial(field, regions=self.regions)
         self.coarse = field(cond_dim=cond_dim)
         self.fine = field(cond_dim=cond_dim) if n_fine > 0 else None
+        self.semantic_classes = int(self.coarse.semantic_classes)
+        self.semantic_bg = semantic_background(self.semantic_classes)
         if train_chunk_rays is None:
             # Sized from the widest pass and the field's layer width (every field declares ``hidden``).
             width = int(self.coarse.hidden)
@@ -74,13 +83,16 @@ class NeRFRenderer(VolumeRenderer):
     def _render_pass(self, field_fn, rays_o, rays_d, t_vals, cond, bg) -> Outputs:
         """Evaluate one field on the real samples of t_vals (the last is the background) and composite."""
         pts = rays_o[:, None, :] + rays_d[:, None, :] * t_vals[:, :-1, None]
-        rgb, sigma, *att = field_fn(pts, rays_d, cond)
+        rgb, sigma, *extras = field_fn(pts, rays_d, cond)
+        att, logits = field_extras(extras, bool(self.regions), self.semantic_classes)
         if self.training and self.raw_noise_std > 0:
             # NeRF's density noise; applied to the activated sigma, so it also re-clamps at 0.
             sigma = torch.relu(sigma + torch.randn_like(sigma) * self.raw_noise_std)
         out = composite_real(rgb, sigma, t_vals, bg)
-        if att:  # region attention magnitudes rendered with the volume weights (SyncTalk's facial-aware masking)
-            out["region_att"] = torch.einsum("rs,rsk->rk", out["weights"][:, :-1], att[0])
+        if att is not None:  # region attention magnitudes rendered with the volume weights (SyncTalk's masking)
+            out["region_att"] = torch.einsum("rs,rsk->rk", out["weights"][:, :-1], att)
+        if logits is not None:  # parsing logits rendered with the same weights (SSP-NeRF)
+            out["semantic"] = composite_logits(out["weights"], logits, self.semantic_bg)
         return out
 
     def forward(self, rays_o, rays_d, near, far, cond, bg) -> Outputs:
@@ -93,14 +105,14 @@ class NeRFRenderer(VolumeRenderer):
         coarse = self._render_pass(coarse_fn, rays_o, rays_d, t_coarse, cond, bg)
         if fine_fn is None:
             out = {"rgb": coarse["rgb"], "rgb_coarse": coarse["rgb"], "depth": coarse["depth"], "acc": coarse["acc"]}
-            return _with_region_att(out, coarse, coarse)
+            return _with_extras(out, coarse, coarse)
         mids = 0.5 * (t_coarse[:, 1:] + t_coarse[:, :-1])
         # weights[:, 1:-1]: NeRF drops the first real sample and (here) the background sample from the pdf.
         t_importance = sample_pdf(mids, coarse["weights"][:, 1:-1], self.n_fine, deterministic=not perturb)
         t_all = torch.sort(torch.cat([t_coarse, t_importance], dim=-1), dim=-1).values
         fine = self._render_pass(fine_fn, rays_o, rays_d, t_all, cond, bg)
         out = {"rgb": fine["rgb"], "rgb_coarse": coarse["rgb"], "depth": fine["depth"], "acc": fine["acc"]}
-        return _with_region_att(out, fine, coarse)
+        return _with_extras(out, fine, coarse)
 
     @torch.no_grad()
     def render_chunked(self, rays_o, rays_d, near, far, cond, bg) -> Outputs:
@@ -160,9 +172,11 @@ class NeRFRenderer(VolumeRenderer):
         return result
 
 
-def _with_region_att(out: Outputs, fine: Outputs, coarse: Outputs) -> Outputs:
-    if "region_att" in fine:
-        out["region_att"], out["region_att_coarse"] = fine["region_att"], coarse["region_att"]
+def _with_extras(out: Outputs, fine: Outputs, coarse: Outputs) -> Outputs:
+    """The fine pass's region attention / parsing logits, and the coarse pass's as ``*_coarse``."""
+    for key in ("region_att", "semantic"):
+        if key in fine:
+            out[key], out[f"{key}_coarse"] = fine[key], coarse[key]
     return out
 
 

@@ -20,14 +20,17 @@ from torch import nn
 from lipspace.utils.errors import LipspaceError
 from lipspace.renderers.base import Outputs, VolumeRenderer
 from lipspace.renderers.occupancy import OccupancyGrid
+from lipspace.renderers.semantic import composite_logits, field_extras, semantic_background
 from lipspace.renderers.volume import composite_real, stratified_samples
 
 
 class TriPlaneRenderer(VolumeRenderer):
     """One ray-marching pass through a tri-plane hash field; own learning rate for the hash tables, occupancy
-    refresh in the step hook, scene box from the dataset's bounds; region attention."""
+    refresh in the step hook, scene box from the dataset's bounds; region attention; the implicit parsing branch
+    (a field with ``semantic_classes`` > 0: ``semantic`` [R, K] logits in the outputs, as NeRFRenderer)."""
 
     supports_regions: ClassVar[bool] = True
+    supports_semantic: ClassVar[bool] = True
 
     def __init__(self, field: Callable[..., nn.Module], cond_dim: int, n_samples: int = 64, perturb: bool = True,
                  eval_chunk_rays: int = 4096, occupancy: dict | None = None, lr_grid: float | None = None,
@@ -42,6 +45,8 @@ class TriPlaneRenderer(VolumeRenderer):
         self.eval_chunk_rays, self.lr_grid = eval_chunk_rays, lr_grid
         self.declare_regions(regions)  # region attention gated by the point's tri-plane features (SyncTalk)
         self.field = field(cond_dim=cond_dim, regions=self.regions) if self.regions else field(cond_dim=cond_dim)
+        self.semantic_classes = int(self.field.semantic_classes)
+        self.semantic_bg = semantic_background(self.semantic_classes)  # the background sample's logits
         occ = dict(occupancy or {})
         self.occupancy_enabled = bool(occ.pop("enabled", occupancy is not None))
         self.update_every = int(occ.pop("update_every", 16))
@@ -118,12 +123,16 @@ class TriPlaneRenderer(VolumeRenderer):
         rgb = pts.new_zeros(n_all, 3)
         sigma = pts.new_zeros(n_all)
         att = pts.new_zeros(n_all, len(self.regions)) if self.regions else None
+        logits = pts.new_zeros(n_all, self.semantic_classes) if self.semantic_classes else None
         if len(flat):
-            rgb_k, sigma_k, *att_k = self.field(x01.reshape(-1, 3).index_select(0, flat), rays_d, cond, ray_idx)
+            rgb_k, sigma_k, *extras = self.field(x01.reshape(-1, 3).index_select(0, flat), rays_d, cond, ray_idx)
+            att_k, logits_k = field_extras(extras, bool(self.regions), self.semantic_classes)
             rgb = rgb.index_copy(0, flat, rgb_k)
             sigma = sigma.index_copy(0, flat, sigma_k)
             if att is not None:
-                att = att.index_copy(0, flat, att_k[0])
+                att = att.index_copy(0, flat, att_k)
+            if logits is not None:
+                logits = logits.index_copy(0, flat, logits_k)
         rgb, sigma = rgb.view(n_rays, self.n_samples, 3), sigma.view(n_rays, self.n_samples)
         if att is not None:
             att = att.view(n_rays, self.n_samples, -1)
@@ -133,5 +142,7 @@ class TriPlaneRenderer(VolumeRenderer):
         weights = out.pop("weights")
         if att is not None:  # each region's gate magnitude rendered along the ray (SyncTalk's masking loss)
             out["region_att"] = torch.einsum("rs,rsk->rk", weights[:, :-1], att)
+        if logits is not None:  # skipped samples have weight 0, so their zero logits add nothing (SSP-NeRF)
+            out["semantic"] = composite_logits(weights, logits.view(n_rays, self.n_samples, -1), self.semantic_bg)
         out["kept_fraction"] = keep.float().mean().expand(n_rays)
         return out

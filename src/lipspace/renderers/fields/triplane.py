@@ -10,6 +10,7 @@ colour, the condition entering per point by concatenation or gated by attention.
         masking loss (fields/region_attention.py, system.region_loss).
     h = MLP_sigma([enc, c_x]) -> sigma = softplus / exp-activated h_0, geo = h_1..
     rgb = sigmoid(MLP_color([geo, PE(d)]))
+    logits = Linear(geo)        (semantic_classes > 0: SSP-NeRF's implicit parsing head on the geometry features)
 
 Points arrive flat ([N, 3] with the index of their ray), because the renderer only evaluates samples the
 occupancy grid keeps. With ``cond_mode="concat"`` the condition's first-layer term W_c c is computed once per ray
@@ -43,7 +44,7 @@ class TriPlaneField(nn.Module):
                  base_res: int = 16, finest_res: int = 512, hidden: int = 64, sigma_layers: int = 3,
                  geo_dim: int = 15, color_layers: int = 2, dir_freqs: int = 4, cond_mode: str = "concat",
                  density_activation: str = "softplus", regions=None, region_att_hidden: int = 32,
-                 compile_encoding: bool | str = False):
+                 compile_encoding: bool | str = False, semantic_classes: int = 0):
         super().__init__()
         if cond_mode not in COND_MODES:
             raise LipspaceError(f"TriPlaneField cond_mode must be one of {COND_MODES}, got {cond_mode!r}")
@@ -75,6 +76,11 @@ class TriPlaneField(nn.Module):
             self.region_sizes = [b - a for _, a, b in self.regions]
         self.sigma_rest = _mlp(hidden, hidden, 1 + geo_dim, sigma_layers - 1) if sigma_layers > 1 else None
         self.color = _mlp(geo_dim + self.dir_enc.out_dim, hidden, 3, color_layers)
+        if semantic_classes < 0:
+            raise LipspaceError(f"TriPlaneField semantic_classes must be >= 0 (0 = off), got {semantic_classes}")
+        # created last: with the head off every other weight draws the initial values it drew before
+        self.semantic_classes = int(semantic_classes)
+        self.semantic = nn.Linear(geo_dim, self.semantic_classes) if self.semantic_classes else None
 
     def encode(self, x01: torch.Tensor) -> torch.Tensor:
         return self.encoding(x01)
@@ -123,7 +129,8 @@ class TriPlaneField(nn.Module):
     def forward(self, x01: torch.Tensor, d: torch.Tensor, c: torch.Tensor | None,
                 ray_idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x01 [N, 3] in [0, 1]^3, d [R, 3] unit directions, c [R, C], ray_idx [N] -> rgb [N, 3], sigma [N]
-        (+ region gate magnitudes [N, n_regions] when the field has regions)."""
+        (+ region gate magnitudes [N, n_regions] when the field has regions) (+ parsing logits [N, semantic_classes]
+        when semantic_classes > 0)."""
         if self.cond_dim and (c is None or c.shape[-1] != self.cond_dim):
             raise LipspaceError(f"TriPlaneField expects c [R, {self.cond_dim}], got "
                                 f"{None if c is None else tuple(c.shape)}")
@@ -131,4 +138,5 @@ class TriPlaneField(nn.Module):
         sigma = self._sigma(h[:, 0])
         dir_term = self.dir_enc(d).index_select(0, ray_idx)
         rgb = torch.sigmoid(self.color(torch.cat([h[:, 1:], dir_term], -1)))  # raw geo features, as ER-NeRF
-        return (rgb, sigma) if mags is None else (rgb, sigma, mags)
+        out = (rgb, sigma) if mags is None else (rgb, sigma, mags)
+        return out if self.semantic is None else (*out, self.semantic(h[:, 1:]))
