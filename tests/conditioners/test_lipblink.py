@@ -249,3 +249,23 @@ def test_a_damaged_cache_file_is_retrained_not_half_loaded(tmp_path):
     again.prepare(clip, np.arange(30))
     assert not again.prepare_info["cached"] and bool(again.prepared)
     assert load_cache(LipBlinkConditioner(**tiny), type(tmp_path)(path))  # rewritten: usable again
+
+
+def test_nerf_mouth_audio_trains_on_the_audio_code_as_dfanerf(prepared):
+    """nerf_mouth=audio (DFA-NeRF's f_c = [f_a, f_e]): in training the mouth part of c is the audio encoder's code,
+    the eye part the landmark one; driven by audio the mouth part is the same code, so training and driving agree."""
+    cond, clip, _, _ = prepared
+    dfa = LipBlinkConditioner(**FAST, nerf_mouth="audio")
+    dfa.load_state_dict(cond.state_dict())
+    dfa.eval()
+    seq = {"lmk68": torch.as_tensor(clip.tracks["lmk68"][200:230]), "blink": torch.zeros(30),
+           "audio": torch.as_tensor(clip.tracks["audio"][200:230])}
+    c = dfa(seq, torch.arange(30))
+    mouth, eye = cond.landmark_codes(seq["lmk68"])
+    assert torch.equal(c[:, :16], cond.audio_mouth(seq["audio"])) and torch.equal(c[:, 16:], eye)
+    assert not torch.equal(c[:, :16], mouth)
+    with dfa.driving_by_audio():
+        driven = dfa.prepare_sequence(seq)
+    assert torch.equal(dfa(driven)[:, :16], c[:, :16])
+    with pytest.raises(LipspaceError, match="nerf_mouth='lips'"):
+        LipBlinkConditioner(**FAST, nerf_mouth="lips")

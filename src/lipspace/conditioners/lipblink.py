@@ -65,6 +65,11 @@ from lipspace.conditioners.landmark_ae import LandmarkAE, normalise_landmarks
 from lipspace.utils.errors import LipspaceError
 
 CACHE_VERSION = 6  # bump when training code changes what a cached file would hold (lipblink_prepare)
+# What the NeRF's mouth code is during training: the landmark autoencoder's mouth code of the frame (the driving route
+# then swaps in the audio encoder's prediction), or DFA-NeRF's own f_c = [f_a, f_e]: the audio encoder's mouth code
+# (sync-trained into the same space) in training as in driving, the eye code from the landmarks (generated blinks
+# when driven by audio).
+NERF_MOUTH = ("landmarks", "audio")
 
 
 def unfold_mouth(u: torch.Tensor) -> torch.Tensor:
@@ -102,8 +107,12 @@ class LipBlinkConditioner(Conditioner):
                  ae_steps: int = 800, ae_batch: int = 128, sync_steps: int = 800, sync_batch: int = 128,
                  sync_min_shift: int = 5, sync_max_shift: int = 50, sync_l2: float = 1.0, blink_steps: int = 300,
                  gp: dict | None = None, gp_steps: int = 1200, gp_seq: int = 48, gp_batch: int = 16,
-                 pools: list | None = None, seed: int = 0, cache: bool = True, out_dim: int | None = None):
+                 pools: list | None = None, seed: int = 0, cache: bool = True, out_dim: int | None = None,
+                 nerf_mouth: str = "landmarks"):
         super().__init__(inputs or {"lmk68": 2, "blink": 1, "audio": 80}, out_dim)
+        if nerf_mouth not in NERF_MOUTH:
+            raise LipspaceError(f"conditioner 'lipblink': nerf_mouth={nerf_mouth!r}; choose one of {NERF_MOUTH}")
+        self.nerf_mouth = nerf_mouth
         if set(self.inputs) != {"lmk68", "blink", "audio"} or self.inputs["lmk68"] != 2 or self.inputs["blink"] != 1:
             raise LipspaceError(f"conditioner 'lipblink' reads lmk68 (dim 2: [N, 68, 2] pixels), blink (dim 1) and "
                                 f"audio (the backend width), got {self.inputs}. Set conditioner.inputs="
@@ -204,6 +213,8 @@ class LipBlinkConditioner(Conditioner):
         if "_mouth" in inputs:  # filled by prepare_sequence when driving by audio
             return torch.cat([inputs["_mouth"], inputs["_eye"]], -1)
         mouth, eye = self.landmark_codes(inputs["lmk68"])
+        if self.nerf_mouth == "audio":  # DFA-NeRF's f_c = [f_a, f_e]: the mouth part from the audio, in training too
+            mouth = self.audio_mouth(inputs["audio"])
         return torch.cat([mouth, eye], -1)
 
     def can_drive_by_audio(self) -> bool:
