@@ -17,7 +17,7 @@ def _app(cfg: DictConfig) -> None:
     from lipspace.tasks.render import render
 
     try:
-        path = render(cfg.run_dir, cfg.driver, cfg.out, cfg.ckpt, cfg.side_by_side)
+        path = render(cfg.run_dir, cfg.driver, cfg.out, cfg.ckpt, cfg.side_by_side, cfg.get("postprocess", "none"))
     except LipspaceError as e:
         print(f"lipspace: error: {e}", file=sys.stderr)
         sys.exit(2)

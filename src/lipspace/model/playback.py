@@ -38,7 +38,8 @@ def posed_playback(clip, indices: np.ndarray, poses):
     return view
 
 
-def frames_from_audio(system, dm, wav: Path, seed: int = 0, downscale: int = 1, max_seconds: float | None = None):
+def frames_from_audio(system, dm, wav: Path, seed: int = 0, downscale: int = 1, max_seconds: float | None = None,
+                      postprocess: str = "none"):
     """Drive by a new audio file: audio inputs computed from the wav; head poses and background played back from
     the training clip's held-out tail (the whole clip when it has no tail); other inputs must be predictable from
     the audio (``conditioner.inputs_from_audio`` inside ``driving_by_audio()``, e.g. LipNeRF's audio -> expression
@@ -49,7 +50,12 @@ def frames_from_audio(system, dm, wav: Path, seed: int = 0, downscale: int = 1, 
     Returns (uint8 frames [T,h,w,3] at 1/downscale, the clip frame index each one's background / pose came from,
     whether the poses were generated). ``max_seconds`` renders only the wav's first seconds. ``wav``: an audio
     file (any rate / channels: :func:`lipspace.audio.inputs.load_driving_audio`) or an already loaded
-    :class:`~lipspace.audio.inputs.DrivingAudio`."""
+    :class:`~lipspace.audio.inputs.DrivingAudio`.
+
+    ``postprocess`` (``lipspace.model.postprocess``): a dub has no frames of its own, so ``portrait_sync`` pastes the
+    rendered face into the playback frames (the training clip's frame each render's pose and background came from,
+    as the render itself uses them). With generated head motion that frame's head is elsewhere (two faces): refused
+    with a clear error."""
     from lipspace.audio.inputs import DrivingAudio, load_driving_audio, wav_track
 
     dub = wav if isinstance(wav, DrivingAudio) else load_driving_audio(wav)
@@ -64,6 +70,10 @@ def frames_from_audio(system, dm, wav: Path, seed: int = 0, downscale: int = 1, 
     pool = dm.split.test if len(dm.split.test) else np.arange(dm.clip.n_frames)
     indices = pose_playback(np.asarray(pool), n)
     frames, generated = [], cond.generates_motion
+    if generated and postprocess == "portrait_sync":
+        raise LipspaceError(f"postprocess=portrait_sync: conditioner '{cond.name}' generates its own head motion from "
+                            "the audio, so its rendered head is not where the playback frame's head is and pasting it "
+                            "into that frame would show two faces; use postprocess=none or inpaint_neck for its dubs.")
     with cond.driving_by_audio():  # one clear error when this conditioner cannot be driven by audio alone
         tracks = {name: torch.as_tensor(wav_track(dub, n, spec, cond.inputs.get(name), f"conditioner '{cond.name}'"))
                   for name, spec in cond.audio_inputs.items()}
@@ -73,6 +83,6 @@ def frames_from_audio(system, dm, wav: Path, seed: int = 0, downscale: int = 1, 
             poses, _ = cond.generate_motion(inputs[cond.motion_input], clip.pose[indices[0]], seed)
             clip, order = posed_playback(clip, indices, poses), np.arange(n)
         for _, pred, _ in render_sequence(cond, system.renderer, clip, inputs, None, indices=order,
-                                          downscale=downscale):
+                                          downscale=downscale, postprocess=postprocess):
             frames.append(to_uint8(pred))
     return np.stack(frames), indices, generated

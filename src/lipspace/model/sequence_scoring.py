@@ -54,11 +54,14 @@ def _lmk68(clip: Clip, indices, downscale: int) -> np.ndarray | None:
 
 
 def score_sequence(scorer: Scorer, system, clip: Clip, indices, inputs, frame_idx, baseline: torch.Tensor,
-                   video_path=None, strip_path=None, audio_offset_s: float = 0.0, downscale: int = 1) -> dict:
+                   video_path=None, strip_path=None, audio_offset_s: float = 0.0, downscale: int = 1,
+                   postprocess: str = "none") -> dict:
     """Render frames ``indices`` of ``clip`` under ``inputs`` (``frame_idx``: trained per-frame state, None for new
     inputs; ``lipspace.model.inference.render_sequence``) and score them against their ground truth: the per-frame
     metrics' means, the same of the mean-frame ``baseline`` (``baseline_mean_frame_*``), ``n_frames`` and the
-    scorer's sequence metrics; with ``video_path`` / ``strip_path``, a ground truth | render video / strip."""
+    scorer's sequence metrics; with ``video_path`` / ``strip_path``, a ground truth | render video / strip.
+    ``postprocess`` (``lipspace.model.postprocess``) is applied to the renders before scoring; ``portrait_sync``
+    pastes ground-truth pixels into them (scores not comparable with ``none``), the baseline is never touched."""
     rows, base_rows, gts, preds, batch = [], [], [], [], []
     if downscale > 1:
         baseline = torch.nn.functional.avg_pool2d(baseline.permute(2, 0, 1)[None], downscale)[0].permute(1, 2, 0)
@@ -70,7 +73,7 @@ def score_sequence(scorer: Scorer, system, clip: Clip, indices, inputs, frame_id
         batch.clear()
 
     for i, pred, target in render_sequence(system.conditioner, system.renderer, clip, inputs, frame_idx,
-                                           indices=indices, downscale=downscale):
+                                           indices=indices, downscale=downscale, postprocess=postprocess):
         batch.append((pred, target, clip.tracks["lmk68"][i] if "lmk68" in clip.tracks else None))
         gts.append(to_uint8(target))
         preds.append(to_uint8(pred))
@@ -108,7 +111,7 @@ def no_sync(scorer: Scorer, status: str) -> dict:
 
 
 def score_dub(scorer: Scorer, system, dm, wav: Path, seed: int, downscale: int, seconds: float | None,
-              video_path: Path | None) -> dict:
+              video_path: Path | None, postprocess: str = "none") -> dict:
     """A dubbed / foreign-language audio file drives the model (no ground truth): sync and face metrics of the
     render. Mouth crops of the local sync expert come from the landmarks of the playback frames (the poses the
     render uses; approximate where the conditioner generates its own head motion).
@@ -117,7 +120,9 @@ def score_dub(scorer: Scorer, system, dm, wav: Path, seed: int, downscale: int, 
     than one video frame) gives a row with ``n_frames`` 0 and ``dub_status`` 'not scored: <file: what is wrong;
     the fix>'; any other file is converted to 16 kHz mono (``lipspace.audio.inputs.load_driving_audio``) and
     scored (``dub_status`` 'ok'), ``dub_note`` saying what was converted or that it is under a second; a silent
-    one is scored with its LSE columns NaN and their status saying the audio has no speech."""
+    one is scored with its LSE columns NaN and their status saying the audio has no speech. ``postprocess``: as
+    ``frames_from_audio`` (portrait_sync pastes into the playback frames; refused, 'not scored', with generated
+    head motion)."""
     import dataclasses
     import tempfile
 
@@ -127,7 +132,7 @@ def score_dub(scorer: Scorer, system, dm, wav: Path, seed: int, downscale: int, 
     try:
         dub = load_driving_audio(wav)
         frames, indices, generated = frames_from_audio(system, dm, dub, seed, downscale=downscale,
-                                                       max_seconds=seconds)
+                                                       max_seconds=seconds, postprocess=postprocess)
     except LipspaceError as e:
         log.warning("eval: dubbed audio %s not scored: %s", wav, e)
         return {"n_frames": 0, "dub_audio": str(wav), "dub_status": f"not scored: {e}", "dub_note": "",

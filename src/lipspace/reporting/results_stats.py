@@ -189,10 +189,11 @@ def fmt_ci(mean: float, half: float, digits: int = 2) -> str:
 
 
 def provenance(df: pd.DataFrame) -> pd.DataFrame:
-    """Unique provenance strings (metric definitions, LSE models and status, eval resolution) with row counts."""
+    """Unique provenance strings (metric definitions, LSE models and status, eval resolution, render
+    post-processing) with row counts."""
     recs: dict[tuple[str, str], int] = {}
-    for col in [c for c in ("metric_provenance", "lse_model", "lse_local_model", "lse_status", "eval_resolution")
-                if c in df]:
+    for col in [c for c in ("metric_provenance", "lse_model", "lse_local_model", "lse_status", "eval_resolution",
+                            "postprocess") if c in df]:
         for v, n in df[col].dropna().astype(str).value_counts().items():
             try:
                 items = list(json.loads(v).items()) if col == "metric_provenance" else [(col, v)]

@@ -77,7 +77,7 @@ def _sync_command(paths) -> str:
 
 # columns of an eval row that describe the run, not a measurement (besides every run_info key)
 _NOT_METRICS = {"eval_set", "driver", "seed", "max_steps", "global_step", "clip_seconds", "train_seconds",
-                "checkpoint", "eval_resolution", "metric_provenance", "video", "strip"}
+                "checkpoint", "eval_resolution", "postprocess", "metric_provenance", "video", "strip"}
 _MEDIA_SUFFIXES = {".png": "image", ".jpg": "image", ".jpeg": "image", ".mp4": "video", ".webm": "video",
                    ".gif": "video"}
 

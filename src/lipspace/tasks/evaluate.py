@@ -17,6 +17,7 @@ import torch
 from lipspace.data.sampling import frame_inputs
 from lipspace.utils.errors import LipspaceError
 from lipspace.eval.scoring import EvalSettings, Scorer
+from lipspace.model.postprocess import check_postprocess
 from lipspace.model.sequence_scoring import mean_frame, motion_metrics, score_dub, score_sequence
 from lipspace.reporting.results_table import failed_row, record
 from lipspace.model.runs import is_run, load_run
@@ -76,14 +77,17 @@ def dataset_label(root) -> str:
 def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int | None = None,
              downscale: int = 1, settings: EvalSettings | dict | None = None, dub_audio=(),
              dub_seconds: float | None = 8.0, max_tail_frames: int | None = None,
-             oracle: bool = True) -> pd.DataFrame:
+             oracle: bool = True, postprocess: str = "none") -> pd.DataFrame:
     """Evaluate a run: reconstruction on the held-out tail (its first ``max_tail_frames``, all when None); each
     held-out utterance (synthetic data: exact ground truth) driven by its tracked inputs and by its audio; each
     dubbed audio file in ``dub_audio`` (its first ``dub_seconds``). A conditioner with inputs beyond audio that
     can also be driven by audio alone (``drivable_both_ways``) is scored both ways; ``oracle=False`` skips its
     tracked-inputs rows. ``downscale`` > 1 renders and scores at 1/downscale resolution (ground truth
-    area-averaged). Every row records the run, the resolution and which model
+    area-averaged). ``postprocess`` (none, portrait_sync, inpaint_neck: ``lipspace.model.postprocess``) is applied
+    to every render before scoring; portrait_sync pastes ground-truth pixels, so its scores are not comparable with
+    the others'. Every row records the run, the resolution, the post-processing and which model
     computed each metric (``metric_provenance``)."""
+    postprocess = check_postprocess(postprocess)
     run_dir = Path(run_dir)
     cfg, dm, system, info = load_run(run_dir, ckpt)
     scorer = Scorer(local_sync_expert(EvalSettings.of(settings), dm, cfg, run_dir))
@@ -104,14 +108,14 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
             row = score_sequence(scorer, system, clip, tail, inputs, tail, baseline,
                                  video_path=out_dir / "test_tail.mp4" if videos else None,
                                  strip_path=out_dir / "test_tail_strip.png" if videos else None,
-                                 audio_offset_s=tail[0] / fps, downscale=downscale)
+                                 audio_offset_s=tail[0] / fps, downscale=downscale, postprocess=postprocess)
             results.append({"eval_set": "test_tail", "driver": driver_label(cond, "tracked_inputs"), **row})
         if by_audio_too:  # the tail driven by its audio alone (real clips: the audio-driven score with ground truth)
             with cond.driving_by_audio():
                 row = score_sequence(scorer, system, clip, tail, inputs, tail, baseline,
                                      video_path=out_dir / "test_tail_audio.mp4" if videos else None,
                                      strip_path=out_dir / "test_tail_audio_strip.png" if videos else None,
-                                     audio_offset_s=tail[0] / fps, downscale=downscale)
+                                     audio_offset_s=tail[0] / fps, downscale=downscale, postprocess=postprocess)
             results.append({"eval_set": "test_tail", "driver": "audio", **row})
     for name in clip.meta.get("heldout", [])[:max_heldout]:
         held = clip.load_sibling(clip.root / "heldout" / name)
@@ -121,7 +125,7 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
             row = score_sequence(scorer, system, held, range(held.n_frames), inputs, None, baseline,
                                  video_path=out_dir / f"heldout_{name}.mp4" if videos else None,
                                  strip_path=out_dir / f"heldout_{name}_strip.png" if videos else None,
-                                 downscale=downscale)
+                                 downscale=downscale, postprocess=postprocess)
             results.append({"eval_set": f"heldout/{name}", "driver": driver_label(cond), **row})
         if by_audio_too:
             # the same utterance driven by its audio alone: audio -> expression regressor + smoothing
@@ -129,7 +133,7 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
                 row = score_sequence(scorer, system, held, range(held.n_frames), inputs, None, baseline,
                                      video_path=out_dir / f"heldout_{name}_audio.mp4" if videos else None,
                                      strip_path=out_dir / f"heldout_{name}_audio_strip.png" if videos else None,
-                                     downscale=downscale)
+                                     downscale=downscale, postprocess=postprocess)
                 row.update(cond.drive_metrics(inputs))  # e.g. expression's expr_mse
             results.append({"eval_set": f"heldout/{name}", "driver": "audio", **row})
         if cond.generates_motion:  # generated head motion / blinks: on the audio row
@@ -140,13 +144,14 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
     for wav in dubs:
         log.info("eval: dubbed audio %s (first %s s)", wav.name, dub_seconds)
         row = score_dub(scorer, system, dm, wav, int(cfg.seed), downscale, dub_seconds,
-                        out_dir / f"dub_{wav.stem}.mp4" if videos else None)
+                        out_dir / f"dub_{wav.stem}.mp4" if videos else None, postprocess=postprocess)
         results.append({"eval_set": f"dub/{wav.stem}", "driver": "audio", **row})
     if not results:
         raise LipspaceError(f"{clip.root}: nothing to evaluate (no held-out tail: data.test_fraction=0, and no "
                             "held-out utterances). Set data.test_fraction > 0.")
     h, w = clip.hw
     info["eval_resolution"] = f"{w // downscale}x{h // downscale}"
+    info["postprocess"] = postprocess  # portrait_sync pastes source pixels: not comparable with none
     info["dataset_name"] = dataset_label(info.get("dataset", clip.root))
     info["train_seconds"] = len(split.train) / fps
     info["status"] = "ok"
@@ -168,7 +173,7 @@ def evaluate_run(run_dir, ev) -> pd.DataFrame:
                   max_heldout=ev.get("max_heldout"), downscale=int(ev.get("downscale", 1)),
                   settings=ev.get("metrics"), dub_audio=list(ev.get("dub_audio") or []),
                   dub_seconds=ev.get("dub_seconds"), max_tail_frames=ev.get("max_tail_frames"),
-                  oracle=bool(ev.get("oracle", True)))
+                  oracle=bool(ev.get("oracle", True)), postprocess=ev.get("postprocess", "none"))
     df.insert(0, "run_dir", str(Path(run_dir)))
     log_to_wandb(run_dir, df)
     return df
