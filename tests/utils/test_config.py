@@ -12,7 +12,7 @@ from lipspace.utils.config import CONF_DIR, check_config, compose_train, group_o
 from lipspace.utils.errors import LipspaceError
 
 GROUPS = ["data", "conditioner", "renderer", "model", "trainer", "logger", "callbacks", "paths", "budget",
-          "experiment", "debug", "local", "evaluation", "ave"]
+          "experiment", "debug", "local", "evaluation", "ave", "torso"]
 NEEDS = {"data=dir": ["data.root=/tmp/some_dataset"]}
 
 
@@ -35,6 +35,12 @@ def test_every_group_option_composes_and_resolves(override, tmp_path):
         cond = build_conditioner(cfg, n_frames=10)
         renderer = instantiate(cfg.renderer)(cond_dim=cond.out_dim)
         assert renderer is not None
+    if group == "torso":  # the option's renderer (the configured one, wrapped for a modelled torso) builds
+        from lipspace.model.build import build_conditioner, build_renderer, torso_option
+
+        renderer = build_renderer(cfg)(cond_dim=build_conditioner(cfg, n_frames=10).out_dim)
+        assert torso_option(cfg) == opt and (type(renderer).__name__ == "TorsoComposite") == (opt == "nerf")
+        assert (list(cfg.data.gt_background_classes) == [9]) == (opt == "gt")
     if group == "logger":
         loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
         assert all(lg is not None for lg in loggers)

@@ -49,7 +49,12 @@ class Clip:
 
     @property
     def bounds(self) -> tuple[torch.Tensor, float]:
-        b = self.meta.get(self.bounds_key) or self.meta["bounds"]  # head_bounds is optional
+        return self.sphere(self.bounds_key)
+
+    def sphere(self, key: str) -> tuple[torch.Tensor, float]:
+        """A bounds sphere of meta (centre [3], radius; head space): "bounds" (head, neck and the visible torso) or
+        "head_bounds" (head and neck; optional, "bounds" when absent)."""
+        b = self.meta.get(key) or self.meta["bounds"]
         return torch.tensor(b["center"], dtype=torch.float32), float(b["radius"])
 
     @property

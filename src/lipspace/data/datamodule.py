@@ -38,7 +38,7 @@ class TalkingHeadDataModule(L.LightningDataModule):
                  steps_per_epoch: int = 100, val_frames: int = 2, val_downscale: int = 2, seed: int = 0,
                  synthetic: dict | None = None, gt_background_classes: tuple[int, ...] = (9,),
                  bounds: str = "head_bounds", patch_size: int = 0, batch_kind: str = "rays",
-                 sampling: str = "head_fraction", class_floor: float = 0.02):
+                 sampling: str = "head_fraction", class_floor: float = 0.02, draw_bounds: str | None = None):
         """``batch_kind``: the training batches to make, as the renderer declares (``set_batch_kind``; the train
         task sets it from the renderer): "rays" (``rays_per_batch`` random pixels of ``frames_per_batch`` frames)
         or "images" (``frames_per_batch`` whole frames with their cameras).
@@ -46,7 +46,10 @@ class TalkingHeadDataModule(L.LightningDataModule):
         ``sampling``: how ray batches spread their rays over the frame: "head_fraction" (``head_fraction`` from head
         pixels, the rest uniform) or "semantic" (SSP-NeRF: per parsing class in proportion to its photometric loss
         of the last epoch, which the system hands over through :meth:`set_class_weights`; at least ``class_floor``
-        of the rays per class present; the first epoch draws as "head_fraction")."""
+        of the rays per class present; the first epoch draws as "head_fraction").
+
+        ``draw_bounds``: the sphere whose pixels ray batches draw from: null (the ``bounds`` sphere near / far come
+        from) or "bounds" (head, neck and torso: a modelled torso, torso=nerf, needs the torso's pixels)."""
         super().__init__()
         # `synthetic`: generator parameters; the dataset at `root` is generated (and cached) on first use
         self.synthetic = dict(synthetic) if synthetic else None
@@ -55,6 +58,10 @@ class TalkingHeadDataModule(L.LightningDataModule):
             raise LipspaceError(f"data.bounds={bounds!r}: must be 'head_bounds' (head + neck; the torso comes from "
                                 "gt_background_classes) or 'bounds' (head, neck and torso).")
         self.bounds_key = bounds
+        if draw_bounds not in (None, "bounds", "head_bounds"):
+            raise LipspaceError(f"data.draw_bounds={draw_bounds!r}: null (data.bounds' sphere), 'bounds' or "
+                                "'head_bounds'")
+        self.draw_bounds = draw_bounds
         self.root, self.clip_seconds, self.test_fraction = root, clip_seconds, test_fraction
         self.rays_per_batch, self.frames_per_batch, self.head_fraction = rays_per_batch, frames_per_batch, head_fraction
         self.steps_per_epoch, self.seed = steps_per_epoch, seed
@@ -146,7 +153,7 @@ class TalkingHeadDataModule(L.LightningDataModule):
         elif self._train is None:
             self._train = RayBatches(self.clip, self.split.train, self.inputs, self.rays_per_batch,
                                      self.frames_per_batch, self.head_fraction, self.steps_per_epoch, self.seed,
-                                     self.patch_size, self.sampling, self.class_floor)
+                                     self.patch_size, self.sampling, self.class_floor, self.draw_bounds)
             if self._class_weights is not None:
                 self._train.set_class_weights(self._class_weights)
         return DataLoader(self._train, batch_size=None, num_workers=0)

@@ -11,6 +11,7 @@ from torch.utils.data import IterableDataset
 from lipspace.data import dynamic_sampling as dyn
 from lipspace.data.clip import Clip
 from lipspace.data.framestore import gather_pixels
+from lipspace.data.pixel_draw import draw_rejection as _draw_rejection, sphere_boxes as _sphere_boxes
 from lipspace.data.rays import camera_rays, full_frame_pixels, sphere_near_far
 from lipspace.data.schema import HEAD_CLASSES, PARSING_CLASSES
 from lipspace.utils.errors import LipspaceError
@@ -23,7 +24,8 @@ def frame_inputs(clip: Clip, idx, inputs: dict[str, int]) -> dict[str, torch.Ten
 
 class RayBatches(IterableDataset):
     """Endless-per-epoch stream of ray batches: ``frames_per_batch`` random training frames, rays drawn from pixels
-    whose rays hit the bounds sphere, ``head_fraction`` of them from head-class pixels (face, hair, mouth...).
+    whose rays hit the bounds sphere (``draw_bounds``: another sphere of the clip's meta, e.g. "bounds" when a torso
+    model needs the torso's pixels too), ``head_fraction`` of them from head-class pixels (face, hair, mouth...).
 
     ``sampling="semantic"`` (SSP-NeRF's dynamic sampling): once :meth:`set_class_weights` has given per-class weights
     (the system: each class's mean photometric loss of the last epoch), each frame's rays are split among the
@@ -32,7 +34,7 @@ class RayBatches(IterableDataset):
 
     def __init__(self, clip: Clip, train_idx: np.ndarray, inputs: dict[str, int], rays_per_batch: int,
                  frames_per_batch: int, head_fraction: float, steps_per_epoch: int, seed: int, patch_size: int = 0,
-                 sampling: str = "head_fraction", class_floor: float = 0.02):
+                 sampling: str = "head_fraction", class_floor: float = 0.02, draw_bounds: str | None = None):
         self.clip, self.train_idx, self.inputs = clip, torch.as_tensor(train_idx), inputs
         self.rays_per_batch, self.frames_per_batch = rays_per_batch, min(frames_per_batch, len(train_idx))
         self.head_fraction, self.steps_per_epoch, self.seed = head_fraction, steps_per_epoch, seed
@@ -42,6 +44,8 @@ class RayBatches(IterableDataset):
             raise LipspaceError(f"data.patch_size={patch_size}: must be 0 (no patch) or at most the frame size {h}x{w}")
         self.patch_size = int(patch_size or 0)
         self.center, self.radius = clip.bounds
+        # the sphere whose pixels are drawn (default: the one near / far come from)
+        self.draw_center, self.draw_radius = clip.sphere(draw_bounds) if draw_bounds else clip.bounds
         self._head_lut = _class_lut(HEAD_CLASSES)
         self._gt_lut = _class_lut(clip.gt_background_classes)
         self._head_boxes = _mask_boxes(clip.parsing, self._head_lut)
@@ -90,7 +94,7 @@ class RayBatches(IterableDataset):
             head, ok = _draw_rejection(boxes, lambda c: self._head_lut[gather_pixels(clip.parsing, fidx, c).long()],
                                        n_head, g, w)
             pix[:, :n_head] = torch.where(ok[:, None], head, pix[:, :n_head])
-        batch = {"frame_idx": fidx, "inputs": frame_inputs(clip, fidx, self.inputs),
+        batch = {"frame_idx": fidx, "pose": clip.pose[fidx], "inputs": frame_inputs(clip, fidx, self.inputs),
                  "ray_frame": torch.arange(nf)[:, None].expand(nf, per).reshape(-1), **self._rays(fidx, pix)}
         if self.patch_size:
             # one square patch of the batch's first frame, centred on a random head pixel (SyncTalk's LPIPS patch);
@@ -138,13 +142,13 @@ class RayBatches(IterableDataset):
         clip, w = self.clip, self.clip.hw[1]
         o, d = camera_rays(clip.pose[fidx], clip.intrinsics, (cand % w).float(),
                            torch.div(cand, w, rounding_mode="floor").float())
-        return sphere_near_far(o, d, self.center, self.radius)[2]
+        return sphere_near_far(o, d, self.draw_center, self.draw_radius)[2]
 
     def _draw_hitting(self, fidx: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
         """[F, n] flat pixel indices drawn uniformly among the pixels whose rays hit the bounds sphere, inside the
         sphere's image-space bounding box (a frame where nothing hits draws from the whole frame)."""
         h, w = self.clip.hw
-        boxes = _sphere_boxes(self.clip.pose[fidx], self.clip.intrinsics, self.center, self.radius, h, w)
+        boxes = _sphere_boxes(self.clip.pose[fidx], self.clip.intrinsics, self.draw_center, self.draw_radius, h, w)
         return _draw_rejection(boxes, lambda c: self._hits(fidx, c), n, g, w)[0]
 
     def _draw_classes(self, fidx: torch.Tensor, pix: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -153,7 +157,7 @@ class RayBatches(IterableDataset):
         counts as absent from the frame; one whose draw fails keeps the uniform pixels)."""
         clip = self.clip
         h, w = clip.hw
-        sphere = _sphere_boxes(clip.pose[fidx], clip.intrinsics, self.center, self.radius, h, w)
+        sphere = _sphere_boxes(clip.pose[fidx], clip.intrinsics, self.draw_center, self.draw_radius, h, w)
         boxes, present = dyn.clip_to_box(self._class_boxes[fidx], self._class_present[fidx], sphere)
         counts = dyn.class_allocation(self.class_weights, present, pix.shape[1], self.class_floor)
 
@@ -191,48 +195,9 @@ def _mask_boxes(parsing, lut: torch.Tensor, chunk_bytes: int = 1 << 21) -> torch
     return out
 
 
-def _draw_rejection(boxes, accept, n: int, g: torch.Generator, w: int):
-    """Draw [F, n] flat pixel indices uniformly from the pixels of each frame's box (x0, y0, x1, y1 tensors [F])
-    that ``accept(candidates [F, M]) -> bool [F, M]``. Returns (indices, ok [F]); a frame with fewer accepted
-    candidates than n reuses them cyclically, one with none (ok False) gets unfiltered box pixels."""
-    x0, y0, x1, y1 = (b.float() for b in boxes)
-    nf = len(x0)
-    m = 3 * n + 64
-    r = torch.rand(nf, m, 2, generator=g)
-    u = (x0[:, None] + r[..., 0] * (x1 - x0)[:, None]).floor().clamp(x0[:, None], (x1 - 1).clamp_min(0)[:, None])
-    v = (y0[:, None] + r[..., 1] * (y1 - y0)[:, None]).floor().clamp(y0[:, None], (y1 - 1).clamp_min(0)[:, None])
-    cand = (v * w + u).long()
-    ok = accept(cand)
-    k = ok.sum(1)
-    order = torch.argsort((~ok).to(torch.int8), dim=1, stable=True)  # accepted first, in draw order
-    cols = torch.arange(n)[None, :] % k.clamp_min(1)[:, None]
-    out = torch.gather(cand, 1, torch.gather(order, 1, cols))
-    return torch.where(k[:, None] > 0, out, cand[:, :n]), k > 0
-
-
-def _sphere_boxes(pose: torch.Tensor, intrinsics: torch.Tensor, center: torch.Tensor, radius: float, h: int, w: int):
-    """Image-space boxes (x0, y0, x1, y1) [F] that contain the projection of the bounds sphere (whole frame when
-    the camera is inside or too close to it)."""
-    fx, fy, cx, cy = intrinsics.unbind(-1)
-    c = torch.einsum("fij,j->fi", pose[:, :3, :3], center) + pose[:, :3, 3]  # sphere centre in camera space
-    z = c[:, 2]
-    ok = z > radius * 1.05
-    zs = torch.where(ok, z, torch.ones_like(z))
-    # tangent half-angle bound: r / sqrt(z^2 - r^2) in normalised coordinates, plus the centre's offset
-    half = radius / torch.sqrt((zs * zs - radius * radius).clamp_min(1e-6))
-    xc, yc = c[:, 0] / zs, c[:, 1] / zs
-    grow = torch.sqrt(1 + xc * xc + yc * yc)  # off-axis spheres project to ellipses stretched by up to this
-    x0 = torch.where(ok, cx + fx * (xc - half * grow), torch.zeros_like(z)).clamp(0, w)
-    x1 = torch.where(ok, cx + fx * (xc + half * grow) + 1, torch.full_like(z, w)).clamp(0, w)
-    y0 = torch.where(ok, cy + fy * (yc - half * grow), torch.zeros_like(z)).clamp(0, h)
-    y1 = torch.where(ok, cy + fy * (yc + half * grow) + 1, torch.full_like(z, h)).clamp(0, h)
-    empty = (x1 <= x0) | (y1 <= y0)
-    return (torch.where(empty, 0, x0), torch.where(empty, 0, y0), torch.where(empty, w, x1),
-            torch.where(empty, h, y1))
-
-
 def frame_rays(clip: Clip, idx: int, downscale: int = 1) -> dict:
-    """All rays of frame ``idx`` at 1/downscale resolution plus the area-downscaled target and background."""
+    """All rays of frame ``idx`` at 1/downscale resolution (head space), its pose [4,4] (head -> camera) and the
+    area-downscaled target and background."""
     h, w = clip.hw
     u, v, (hh, ww) = full_frame_pixels(h, w, downscale)
     rays_o, rays_d = camera_rays(clip.pose[idx : idx + 1], clip.intrinsics, u[None], v[None])
@@ -243,7 +208,7 @@ def frame_rays(clip: Clip, idx: int, downscale: int = 1) -> dict:
     if downscale > 1:
         target = F.avg_pool2d(target, downscale)
         bg = F.avg_pool2d(bg, downscale)
-    return {"rays_o": rays_o[0], "rays_d": rays_d[0], "near": near, "far": far,
+    return {"rays_o": rays_o[0], "rays_d": rays_d[0], "near": near, "far": far, "pose": clip.pose[idx],
             "bg": bg[0].permute(1, 2, 0).reshape(-1, 3), "target": target[0].permute(1, 2, 0), "hw": (hh, ww)}
 
 

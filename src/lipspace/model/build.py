@@ -54,11 +54,26 @@ def build_system(cfg: DictConfig, datamodule, output_dir: Path | None = None, pr
     datamodule.check_inputs(conditioner.inputs, conditioner.name)
     if prepare:
         conditioner.prepare(datamodule.clip, datamodule.split.train)
-    renderer = _instantiate(cfg.renderer)
+    renderer = build_renderer(cfg)
     val_dir = str(output_dir / "val") if output_dir is not None else None
     system = _instantiate(cfg.model, conditioner=conditioner, renderer=renderer, val_image_dir=val_dir)
     connect_renderer(system.renderer, datamodule)
     return system
+
+
+def build_renderer(cfg: DictConfig):
+    """The configured renderer (a partial: the system builds it at the conditioner's width), wrapped by the torso
+    option's compositing renderer when the option declares one (``torso.composite``, e.g. torso=nerf: AD-NeRF's torso
+    NeRF under the head renderer)."""
+    renderer = _instantiate(cfg.renderer)
+    composite = (cfg.get("torso") or {}).get("composite")
+    return renderer if composite is None else _instantiate(composite, head=renderer)
+
+
+def torso_option(cfg: DictConfig) -> str:
+    """How the run draws the torso (the results column ``torso``): ``torso.kind``; "gt" for runs configured before
+    the option existed (the ground-truth torso pasted behind the head)."""
+    return str((cfg.get("torso") or {}).get("kind") or "gt")
 
 
 def connect_renderer(renderer, datamodule) -> None:

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lipspace.model.build import build_system
+from lipspace.model.build import build_system, torso_option
 from lipspace.utils.errors import LipspaceError
 
 
@@ -50,6 +50,7 @@ def load_run(run_dir, ckpt: str = "last"):
     system.load_state_dict(state["state_dict"])
     system.eval()
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    info.setdefault("torso", torso_option(cfg))  # how the torso is drawn, for every results row
     info["checkpoint"] = str(ckpt_path)
     info["global_step"] = int(state.get("global_step", -1))
     return cfg, dm, system, info

@@ -29,7 +29,8 @@ class Renderer(nn.Module, abc.ABC):
 
     - ``batch_kind``: which training batches the data module makes for it.
       ``"rays"`` (default): random pixels of a few frames, flat per-ray tensors ``rays_o, rays_d [R,3], near, far
-      [R], bg, target [R,3], ray_class [R]`` and ``ray_frame [R]`` (the ray's frame in the batch); the condition
+      [R], bg, target [R,3], ray_class [R]``, ``ray_frame [R]`` (the ray's frame in the batch) and ``pose [F,4,4]``
+      (each frame's head -> camera pose; a whole frame, ``frame_rays``, carries its ``pose [4,4]``); the condition
       passed to :meth:`render` is one per ray, ``cond [R,C]``.
       ``"images"``: whole frames with their cameras, ``pose [F,4,4]`` (head -> camera), ``intrinsics [F,4]`` (fx, fy,
       cx, cy at the batch's resolution), ``target, bg [F,h,w,3]``, ``hw``; the condition is one per frame,
