@@ -355,3 +355,16 @@ def test_plot_real_gains_bars_are_the_gain_over_the_still_frame():
         A.plot_real_gains(_real_rows()[lambda d: d.conditioner != "expression"], "psnr", ax,
                           driver="tracked_inputs")
     plt.close(fig)
+
+
+def test_real_clips_markdown_keeps_the_row_labels_of_both_tables():
+    from lipspace.reporting.real_clips import real_clips_markdown
+
+    text = real_clips_markdown(_real_rows(), "# Real clips\n\nsettings")
+    verdict, rows = text.split("## All rows")
+    assert text.startswith("# Real clips\n\nsettings\n\n## Does the audio-driven")
+    assert "| space | clip | PSNR gain | mouth PSNR gain | n | verdict |" in verdict
+    header = next(line for line in rows.splitlines() if line.startswith("| space"))
+    assert header.startswith("| space | clip | eval_set | driver | n (seeds) |")
+    body = [line for line in rows.splitlines() if line.startswith("| ") and not line.startswith("| space")]
+    assert body and all(len(line.split("|")) == len(header.split("|")) for line in body)

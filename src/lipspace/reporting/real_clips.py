@@ -130,6 +130,23 @@ def still_frame_verdict(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(by).rename_axis(index={"conditioner": "space"})
 
 
+def markdown_table(table: pd.DataFrame) -> str:
+    """A table (its index as leading columns) as GitHub markdown, floats at 2 decimals (no tabulate needed)."""
+    t = table.reset_index()
+    cell = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(map(str, t.columns)) + " |", "|" + "---|" * len(t.columns)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in r) + " |" for r in t.itertuples(index=False)])
+
+
+def real_clips_markdown(df: pd.DataFrame, header: str) -> str:
+    """experiments/conditioning_spaces/results/real_clips.md: ``header`` (the study's settings, written by hand),
+    the still-frame verdict per space x clip and every row (mean ± std over seeds)."""
+    verdict = still_frame_verdict(df).drop(columns="line")
+    return (header.rstrip() + "\n\n## Does the audio-driven held-out tail beat the still frame?\n\n"
+            + markdown_table(verdict) + "\n\n## All rows (mean ± std over seeds)\n\n"
+            + markdown_table(real_clip_table(df)) + "\n")
+
+
 def plot_real_gains(df: pd.DataFrame, metric: str, ax, driver: str = "audio"):
     """Grouped bars: clips on x, one bar per space: ``metric`` (psnr, mouth_psnr) minus the still frame's on the
     held-out tail driven by ``driver``, mean over seeds with std error bars; above 0: beats the still frame."""
