@@ -77,6 +77,21 @@ def test_real_clip_gives_a_valid_trainable_dataset(may_dataset):
     present = set(np.unique(clip.parsing[::10]).tolist())
     assert {0, 1, 2, 3, 5, 6, 7, 8, 9} <= present, present
     assert meta["head_bounds"]["radius"] < meta["bounds"]["radius"]
+    # face points: the fitted model's vertices in head space, inside the head sphere, landing on the face
+    from lipspace.prep.camera import project
+    from lipspace.prep.facemodel import FACE_POINTS
+
+    fp = t["face_points"].astype(np.float64)
+    assert fp.shape == (75, FACE_POINTS, 3) and t["face_points"].dtype == np.float32
+    assert tuple(clip.face_points.shape) == fp.shape
+    c, r = clip.sphere("head_bounds")
+    assert np.linalg.norm(fp - c.numpy(), axis=-1).max() < r
+    uv = project(np.einsum("nij,npj->npi", t["pose"][:, :3, :3], fp) + t["pose"][:, None, :3, 3], t["intrinsics"])
+    assert np.linalg.norm(uv[:, 17:68] - t["lmk68"][:, 17:], axis=-1).mean() < 2.0  # px; rows 0..67 = iBUG-68
+    motion = np.linalg.norm(np.diff(fp, axis=0), axis=-1).mean(0)  # per point, frame to frame
+    mouth = np.linalg.norm(fp.mean(0) - fp.mean(0)[48:68].mean(0), axis=-1) < 0.25
+    forehead = fp.mean(0)[:, 1] < fp.mean(0)[17:27, 1].mean() - 0.15
+    assert motion[mouth].mean() > 3 * motion[forehead].mean()
     # overlays are there for a person to look at
     overlays = sorted((out / "debug").glob("overlay_*.png"))
     assert len(overlays) == 3

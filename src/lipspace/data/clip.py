@@ -34,10 +34,14 @@ class Clip:
     audio_inputs: dict = field(default_factory=dict)
     pose: torch.Tensor = field(init=False)  # [N,4,4] head -> camera
     intrinsics: torch.Tensor = field(init=False)  # [4] fx, fy, cx, cy
+    # [N,P,3] head-space face points (schema: optional track 'face_points'); None when the dataset has none
+    face_points: torch.Tensor | None = field(init=False)
 
     def __post_init__(self):
         self.pose = torch.as_tensor(self.tracks["pose"], dtype=torch.float32)
         self.intrinsics = torch.as_tensor(self.tracks["intrinsics"], dtype=torch.float32)
+        fp = self.tracks.get("face_points")
+        self.face_points = None if fp is None else torch.as_tensor(fp, dtype=torch.float32)
 
     @property
     def n_frames(self) -> int:

@@ -196,8 +196,8 @@ def _mask_boxes(parsing, lut: torch.Tensor, chunk_bytes: int = 1 << 21) -> torch
 
 
 def frame_rays(clip: Clip, idx: int, downscale: int = 1) -> dict:
-    """All rays of frame ``idx`` at 1/downscale resolution (head space), its pose [4,4] (head -> camera) and the
-    area-downscaled target and background."""
+    """All rays of frame ``idx`` at 1/downscale resolution (head space), its pose [4,4] (head -> camera), its index
+    ``frame`` and the area-downscaled target and background."""
     h, w = clip.hw
     u, v, (hh, ww) = full_frame_pixels(h, w, downscale)
     rays_o, rays_d = camera_rays(clip.pose[idx : idx + 1], clip.intrinsics, u[None], v[None])
@@ -208,7 +208,7 @@ def frame_rays(clip: Clip, idx: int, downscale: int = 1) -> dict:
     if downscale > 1:
         target = F.avg_pool2d(target, downscale)
         bg = F.avg_pool2d(bg, downscale)
-    return {"rays_o": rays_o[0], "rays_d": rays_d[0], "near": near, "far": far, "pose": clip.pose[idx],
+    return {"rays_o": rays_o[0], "rays_d": rays_d[0], "near": near, "far": far, "pose": clip.pose[idx], "frame": idx,
             "bg": bg[0].permute(1, 2, 0).reshape(-1, 3), "target": target[0].permute(1, 2, 0), "hw": (hh, ww)}
 
 

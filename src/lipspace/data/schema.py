@@ -23,6 +23,15 @@ Optional ground truth of synthetic data: ``torso_pose[i]`` (tracks.npz, written 
 
 Optional on real clips prepared with ``stabilize=sync`` (lipspace.prep.stabilize): ``pose_fit[i]``, the 3DMM-fitted
 (smoothed) head pose before the Head-Sync Stabilizer; ``pose`` then holds the stabilised pose.
+
+Optional on both (datasets written before it existed lack it): ``face_points[i]`` [P, 3] float32, P >= 4, points on
+the face in HEAD space and head units (the space ``pose`` maps to the camera, so ``pose[i]`` projects them onto frame
+i): the same P surface points in the same order in every frame, moving with the expression (identity + expression
+of frame i), not with the head pose; for 3-D latent codes anchored on the face (SSP-NeRF). Rows 0..67 are the
+iBUG-68 landmarks (LMK68_GROUPS order), so projecting them gives about ``lmk68``. Written by the finalize stage of
+``lipspace-prep`` (lipspace.prep.finalize: the fitted 3DMM's vertices, ``FACE_POINTS`` = 512 of them: the 68
+landmark vertices + a farthest-point sample of the face region) and by ``lipspace-synth`` (the synthetic head's 3-D
+landmarks and a fixed grid on its face surface, lipspace.data.synthetic.landmarks.face_points3d).
 """
 
 from __future__ import annotations
@@ -108,7 +117,9 @@ TRACK_KEYS: dict[str, TrackSpec] = {
     "mp_landmarks": TrackSpec(("N", 478, 3), "f", required=False),  # MediaPipe mesh landmarks (real clips)
     "torso_pose": TrackSpec(("N", 4, 4), "f", required=False),  # torso -> camera (synthetic moving torso)
     "pose_fit": TrackSpec(("N", 4, 4), "f", required=False),  # fitted head pose when ``pose`` is stabilised
+    "face_points": TrackSpec(("N", None, 3), "f", required=False),  # [N,P,3] face points, head space (docstring)
 }
+MIN_FACE_POINTS = 4
 META_KEYS = ("schema_version", "kind", "fps", "width", "height", "n_frames", "sample_rate", "bounds",
              "parsing_classes", "source", "stages")
 
@@ -198,6 +209,9 @@ def validate_dataset(root, check_images: bool = True) -> dict:
                 raise _fail(tpath, f"missing array '{key}'", "Regenerate the dataset.")
             continue
         arr = tracks[key]
+        if key == "face_points":
+            _check_face_points(tpath, arr, n)
+            continue
         want = tuple(n if s == "N" else s for s in spec.shape)
         if arr.ndim != len(want) or any(s is not None and s != a for s, a in zip(want, arr.shape)):
             raise _fail(tpath, f"array '{key}' has shape {arr.shape}, expected {want} (None = any)",
@@ -225,6 +239,21 @@ def validate_dataset(root, check_images: bool = True) -> dict:
     for name in meta.get("heldout", []):
         validate_dataset(root / "heldout" / name, check_images=check_images)
     return meta
+
+
+def _check_face_points(tpath: Path, arr: np.ndarray, n: int) -> None:
+    """The optional track ``face_points``: [n_frames, P >= MIN_FACE_POINTS, 3], float, finite."""
+    fix = ("Re-run `lipspace-prep` on the source video (only its finalize stage is redone) or regenerate the "
+           "synthetic dataset with `lipspace-synth`; the track is optional, so deleting it from tracks.npz also works")
+    if arr.ndim != 3 or arr.shape[0] != n or arr.shape[2] != 3 or arr.shape[1] < MIN_FACE_POINTS:
+        raise _fail(tpath, f"array 'face_points' has shape {arr.shape}, expected [n_frames={n}, P>={MIN_FACE_POINTS}, "
+                           f"3] (head-space points per frame)", fix)
+    if arr.dtype.kind != "f":
+        raise _fail(tpath, f"array 'face_points' has dtype {arr.dtype}, expected float32", fix)
+    if not np.isfinite(arr).all():
+        bad = np.flatnonzero(~np.isfinite(arr).all((1, 2)))
+        raise _fail(tpath, f"array 'face_points' contains NaN or inf (frames {bad[:5].tolist()}"
+                           f"{'...' if len(bad) > 5 else ''})", fix)
 
 
 def _check_images(root: Path, n: int, h: int, w: int) -> None:

@@ -20,7 +20,8 @@ from lipspace.utils.errors import LipspaceError
 
 SPACES = {"expression": "lipnerf", "deepspeech": "adnerf", "lipblink": "dfanerf", "blendshape_av": "synctalk"}
 STEPS = 800  # the equal training budget (tri-plane, budget=tiny); see README "What the demo does" for its timing
-COMMON = ["renderer=triplane", "budget=tiny", f"trainer.max_steps={STEPS}", "study=demo",
+# torso=gt: every space over the same (ground-truth) torso, whatever its preset's own torso option
+COMMON = ["renderer=triplane", "torso=gt", "budget=tiny", f"trainer.max_steps={STEPS}", "study=demo",
           "trainer.enable_progress_bar=false", "evaluation.max_tail_frames=0", "evaluation.oracle=false",
           "evaluation.videos=true", "evaluation.dub_seconds=4.0"]
 # the comparison's columns: {results column: printed header}; held-out = audio-driven held-out utterances

@@ -64,9 +64,20 @@ def build_system(cfg: DictConfig, datamodule, output_dir: Path | None = None, pr
 def build_renderer(cfg: DictConfig):
     """The configured renderer (a partial: the system builds it at the conditioner's width), wrapped by the torso
     option's compositing renderer when the option declares one (``torso.composite``, e.g. torso=nerf: AD-NeRF's torso
-    NeRF under the head renderer)."""
-    renderer = _instantiate(cfg.renderer)
-    composite = (cfg.get("torso") or {}).get("composite")
+    NeRF under the head renderer), its field first wrapped by the option's ``torso.field_wrapper`` when it declares
+    one (torso=deform: SSP-NeRF's deformation module moves the points the field reads)."""
+    torso = cfg.get("torso") or {}
+    wrapper = torso.get("field_wrapper")
+    if wrapper is None:
+        renderer = _instantiate(cfg.renderer)
+    elif "field" not in cfg.renderer:
+        from lipspace.utils.errors import LipspaceError
+
+        raise LipspaceError(f"torso={torso_option(cfg)} moves the points a renderer's field reads; renderer "
+                            f"{cfg.renderer._target_} has no `field` (use renderer=mlp or renderer=triplane)")
+    else:  # the option's wrapper around the configured field (torso=deform: SSP-NeRF's deformation module)
+        renderer = _instantiate(cfg.renderer, field=_instantiate(wrapper, inner=_instantiate(cfg.renderer.field)))
+    composite = torso.get("composite")
     return renderer if composite is None else _instantiate(composite, head=renderer)
 
 
@@ -74,6 +85,19 @@ def torso_option(cfg: DictConfig) -> str:
     """How the run draws the torso (the results column ``torso``): ``torso.kind``; "gt" for runs configured before
     the option existed (the ground-truth torso pasted behind the head)."""
     return str((cfg.get("torso") or {}).get("kind") or "gt")
+
+
+def component_options(cfg: DictConfig) -> dict:
+    """The SSP-NeRF components a run uses (results columns, for ablations): the parsing branch's loss weight
+    ``semantic_weight`` (0: off), the ray ``sampling`` (head_fraction / semantic: dynamic), and for torso=deform
+    whether the deformation module is on (``torso_deform``) and the structured codes' width (``latent_codes``);
+    both None for other torso options."""
+    composite = (cfg.get("torso") or {}).get("composite") or {}
+    deform = torso_option(cfg) == "deform"
+    return {"semantic_weight": float((cfg.get("model") or {}).get("semantic_weight") or 0.0),
+            "sampling": (cfg.get("data") or {}).get("sampling"),
+            "torso_deform": bool(composite.get("deform", True)) if deform else None,
+            "latent_codes": int(composite.get("latent_codes") or 0) if deform else None}
 
 
 def connect_renderer(renderer, datamodule) -> None:

@@ -236,3 +236,40 @@ def mp_blendshapes_to_expr(blendshapes, expr_names=ICT_EXPR_NAMES) -> np.ndarray
     if bs.ndim != 2 or bs.shape[1] != len(MP_BLENDSHAPE_NAMES):
         raise LipspaceError(f"blendshapes must be [N,{len(MP_BLENDSHAPE_NAMES)}] in MediaPipe order, got {bs.shape}")
     return bs[:, MP_FOR_ICT]
+
+
+FACE_POINTS = 512  # the default number of per-frame face points (tracks.npz 'face_points') of a prepared clip
+CHIN_MARGIN_HEAD = 0.05  # head units (~0.5 cm) of the surface below the chin landmark kept in the face region
+
+
+def face_region(model: FaceModel) -> np.ndarray:
+    """Vertex indices of the model's face region (sorted): in front of the outermost jaw landmarks 0 and 16 (which
+    drops the ears, the back of the jaw and the sides of the head) and no lower than ``CHIN_MARGIN_HEAD`` below the
+    chin landmark 8 (which drops the neck). Needs the 68 landmark vertices."""
+    if len(model.lmk68) != 68:
+        raise LipspaceError(f"{model.source}: the face model has no 68 landmark vertices (lmk68)")
+    lmk = model.neutral[model.lmk68]
+    z_back = max(float(lmk[0, 2]), float(lmk[16, 2]))  # head space: the face looks along -z
+    y_low = float(lmk[8, 1]) + CHIN_MARGIN_HEAD  # y down
+    v = model.neutral
+    return np.flatnonzero((v[:, 2] <= z_back) & (v[:, 1] <= y_low))
+
+
+def face_point_indices(model: FaceModel, n_points: int = FACE_POINTS) -> np.ndarray:
+    """``n_points`` vertex indices [P] int64 for the per-frame face points: the model's 68 landmark vertices first
+    (iBUG-68 order), then a farthest-point sample of the neutral mesh's ``face_region`` (deterministic: each next
+    point is the region vertex farthest from all chosen so far, the lowest index on ties). Fewer than
+    ``n_points`` only when the region has fewer distinct vertices."""
+    if n_points < 68:
+        raise LipspaceError(f"face points: n_points={n_points} must be at least 68 (the landmark vertices come first)")
+    chosen = list(np.asarray(model.lmk68, np.int64))
+    region = face_region(model)
+    pts = model.neutral[region].astype(np.float64)
+    d = np.min(np.linalg.norm(pts[:, None] - model.neutral[chosen][None].astype(np.float64), axis=-1), axis=1)
+    while len(chosen) < n_points:
+        k = int(np.argmax(d))
+        if d[k] <= 0:
+            break  # every region vertex is already chosen
+        chosen.append(int(region[k]))
+        d = np.minimum(d, np.linalg.norm(pts - pts[k], axis=-1))
+    return np.asarray(chosen, np.int64)

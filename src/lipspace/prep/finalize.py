@@ -3,6 +3,12 @@ cached track, crop and head stages (and stabilize, whose pose replaces the fitte
 per-frame signals (blink, lip features, 68 points) and the head-space bounds are written as ``tracks.npz`` and
 ``meta.json`` (each atomically), the dataset is validated against the schema (lipspace.data.schema), the A/V offset
 is checked (a warning with the fix when the audio looks out of sync) and the debug overlays are drawn.
+
+``face_points`` (schema: optional track): the fitted 3DMM's vertices of every frame (the clip's identity + that
+frame's expressions, in head space like the fit: the loaded model already is) at ``FACE_POINTS`` fixed vertices
+(lipspace.prep.facemodel.face_point_indices: the 68 landmark vertices, then a farthest-point sample of the face
+region). The model is the one the head stage fitted (same file and kind); if it cannot be loaded the track is left
+out with one warning and the dataset is still written.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import numpy as np
 from lipspace.data.schema import FPS, ICT_EXPR_NAMES, PARSING_CLASSES, SAMPLE_RATE, validate_dataset
 from lipspace.prep.pipeline import STAGE_VERSIONS, Preprocessor
 from lipspace.prep.runs import evenly_spaced
+from lipspace.utils.errors import LipspaceError
 
 log = logging.getLogger("lipspace.prep.pipeline")  # the pipeline's logger: its warnings keep their logger name
 
@@ -52,6 +59,9 @@ def finalize(prep: Preprocessor) -> dict:
     }
     if "stabilize" in prep.stages:
         tracks["pose_fit"] = head["pose"].astype(np.float32)
+    face_points = _face_points(prep, head["identity"], head["expr"])
+    if face_points is not None:
+        tracks["face_points"] = face_points
     if tuple(expr_names) != ICT_EXPR_NAMES:
         log.warning("%s: expressions come from a %s model (%d names), not ICT-FaceKit; conditioners that expect "
                     "the 53 ICT expressions will refuse this dataset", prep.out, prep.opt.face_model_kind,
@@ -90,6 +100,24 @@ def finalize(prep: Preprocessor) -> dict:
                                lmk68[idx], pose[idx], head["intrinsics"], texts)
     return {"overlays": [str(p) for p in paths], "bounds": bounds, "head_bounds": head_bounds,
             "av_offset": av_offset}
+
+
+def _face_points(prep: Preprocessor, identity: np.ndarray, expr: np.ndarray) -> np.ndarray | None:
+    """[N, P, 3] float32 head-space vertices of the fitted model at ``face_point_indices`` (None, with one warning,
+    when the model the head stage fitted cannot be loaded again or does not match its coefficients)."""
+    from lipspace.prep.facemodel import FACE_POINTS, face_point_indices, load_face_model
+
+    try:
+        model = load_face_model(prep._face_model_path(), kind=prep.opt.face_model_kind)
+        if identity.shape != (model.n_id,) or expr.shape[1:] != (model.n_expr,):
+            raise LipspaceError(f"{model.source}: {model.n_id} identity / {model.n_expr} expression components, the "
+                                f"fit has {identity.shape[0]} / {expr.shape[1]}")
+        idx = face_point_indices(model, FACE_POINTS)
+    except LipspaceError as e:
+        log.warning("%s: no 'face_points' track (the face model is not available: %s)", prep.out, e)
+        return None
+    pts = model.subset(idx).vertices(identity, expr)  # [N,P,3]: the fit's model, identity and expressions
+    return np.ascontiguousarray(pts, dtype=np.float32)
 
 
 def _check_av_offset(prep: Preprocessor, lip_opening: np.ndarray, valid: np.ndarray) -> dict:

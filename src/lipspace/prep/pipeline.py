@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 # Bump a stage's version when its code changes what it writes: that stage and everything after it is redone.
 STAGE_VERSIONS = {"decode": 2, "track": 1, "crop": 1, "head": 1, "parsing": 1, "background": 1, "stabilize": 1,
-                  "finalize": 1}
+                  "finalize": 2}
 STAGES = tuple(STAGE_VERSIONS)
 BACKGROUND_FRAMES = 150
 

@@ -160,6 +160,12 @@ class VolumeRenderer(Renderer):
         return self.render_chunked(frame["rays_o"].to(device), frame["rays_d"].to(device), frame["near"].to(device),
                                    frame["far"].to(device), cond[None].expand(n, -1), frame["bg"].to(device))
 
+    def field_affine(self) -> tuple[torch.Tensor, float]:
+        """Where the points this renderer hands its field lie: ``field_x = scale * head_x + offset`` -> (offset [3],
+        scale), valid after :meth:`setup_scene`. Default: head space itself. A wrapper that works on the field's
+        points (torso=deform's field wrapper) maps head-space geometry through it."""
+        return torch.zeros(3), 1.0
+
     @torch.no_grad()
     def render_frame(self, frame: dict, cond: torch.Tensor) -> torch.Tensor:
         h, w = frame["hw"]

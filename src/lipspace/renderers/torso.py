@@ -57,6 +57,24 @@ def mean_rotation(rot: torch.Tensor) -> torch.Tensor:
     return (u @ torch.diag(torch.stack([d.new_ones(()), d.new_ones(()), d])) @ vh).float()
 
 
+def standardised_pose(pose: torch.Tensor, rot: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """[R,6] head pose features of head -> camera ``pose`` [R,4,4]: the Euler angles of the rotation relative to
+    ``rot`` (the clip's mean rotation) and the translation, minus ``mean`` over ``scale`` (pose_normalisation)."""
+    rel = torch.einsum("ji,rjk->rik", rot, pose[:, :3, :3])
+    return (torch.cat([euler_angles(rel), pose[:, :3, 3]], -1) - mean) / scale
+
+
+def pose_normalisation(poses: torch.Tensor, radius: float):
+    """(mean rotation [3,3], feature mean [6], feature spread [6]) of a clip's head -> camera ``poses`` [N,4,4], for
+    :func:`standardised_pose`; spreads below 1e-3 rad / 1e-3 ``radius`` (the scene's size) count as constant."""
+    rot = mean_rotation(poses[:, :3, :3])
+    raw = standardised_pose(poses, rot, torch.zeros(POSE_FEATURES, device=poses.device),
+                            torch.ones(POSE_FEATURES, device=poses.device))
+    floor = torch.tensor([1e-3] * 3 + [1e-3 * radius] * 3, device=raw.device)
+    spread = raw.std(0) if len(raw) > 1 else floor
+    return rot, raw.mean(0), torch.maximum(spread, floor)
+
+
 class TorsoComposite(VolumeRenderer):
     """A head ray renderer (any :class:`VolumeRenderer`, built from its partial at the conditioner's width) over
     AD-NeRF's torso NeRF (one stratified pass through a small conditioned field, e.g. MLPField) over the background.
@@ -135,22 +153,15 @@ class TorsoComposite(VolumeRenderer):
         centres = torch.einsum("nij,j->ni", poses[:, :3, :3], center.to(poses)) + poses[:, :3, 3]
         self.box_lo.copy_(centres.amin(0) - radius)
         self.box_hi.copy_(centres.amax(0) + radius)
-        self.pose_rot.copy_(mean_rotation(poses[:, :3, :3]))
-        self.pose_mean.zero_()
-        self.pose_scale.fill_(1.0)
-        raw = self.pose_features(poses)  # relative Euler angles (rad) and translation
-        # spreads below 1e-3 rad / 1e-3 bounds radii count as constant
-        floor = torch.tensor([1e-3] * 3 + [1e-3 * radius] * 3, device=raw.device)
-        spread = raw.std(0) if len(raw) > 1 else floor
-        self.pose_scale.copy_(torch.maximum(spread, floor))
-        self.pose_mean.copy_(raw.mean(0))
+        rot, mean, scale = pose_normalisation(poses, float(radius))
+        self.pose_rot.copy_(rot)
+        self.pose_mean.copy_(mean)
+        self.pose_scale.copy_(scale)
 
     def pose_features(self, pose: torch.Tensor) -> torch.Tensor:
         """[R,6] standardised head pose of head -> camera ``pose`` [R,4,4]: Euler angles of the rotation relative to
         the clip's mean rotation and the translation, each minus its clip mean over its clip spread."""
-        rel = torch.einsum("ji,rjk->rik", self.pose_rot, pose[:, :3, :3])
-        feats = torch.cat([euler_angles(rel), pose[:, :3, 3]], -1)
-        return (feats - self.pose_mean) / self.pose_scale
+        return standardised_pose(pose, self.pose_rot, self.pose_mean, self.pose_scale)
 
     # -- optimisation and step hook: the head's -------------------------------------------------------------------
     def param_groups(self, lr: float) -> list[dict]:

@@ -80,6 +80,11 @@ class TriPlaneRenderer(VolumeRenderer):
                                 "radius) from the dataset bounds; the train task does this)")
         return (pts - self.scene_center) / (2 * self.scene_half) + 0.5
 
+    def field_affine(self) -> tuple[torch.Tensor, float]:
+        """The field reads points in the scene box's [0, 1]^3 (:meth:`normalise`)."""
+        scale = 1.0 / (2 * float(self.scene_half))
+        return 0.5 - self.scene_center * scale, scale
+
     # -- optimisation ---------------------------------------------------------------------------------------
     def param_groups(self, lr: float) -> list[dict]:
         """Hash tables at ``lr_grid`` (when set), everything else at ``lr``."""

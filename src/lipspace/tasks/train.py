@@ -11,7 +11,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lipspace.model.build import build_system, torso_option
+from lipspace.model.build import build_system, component_options, torso_option
 from lipspace.utils.config import check_config
 from lipspace.reporting.loggers import finish_wandb
 
@@ -45,7 +45,8 @@ def run_info(cfg: DictConfig, choices: dict | None = None) -> dict:
         "dataset": str(cfg.data.root),
         "clip_seconds": cfg.data.get("clip_seconds"),
         "gt_background_classes": list(cfg.data.get("gt_background_classes") or []),
-        "torso": torso_option(cfg),  # gt: ground-truth torso pasted behind the head; nerf: modelled
+        "torso": torso_option(cfg),  # gt: ground-truth torso pasted behind the head; nerf, deform: modelled
+        **component_options(cfg),  # SSP-NeRF's parsing branch, dynamic sampling, deformation, structured codes
         "bounds": cfg.data.get("bounds"),
         "study": cfg.get("study"),
         "max_steps": int(cfg.trainer.max_steps),

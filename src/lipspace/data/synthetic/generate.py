@@ -15,13 +15,13 @@ from lipspace.data.schema import FPS, ICT_EXPR_NAMES, MP_BLENDSHAPE_NAMES, SAMPL
 from lipspace.data.synthetic import head as hd
 from lipspace.data.synthetic import params as pm
 from lipspace.data.synthetic import scene as sn
-from lipspace.data.synthetic.landmarks import landmarks68
+from lipspace.data.synthetic.landmarks import face_points, landmarks68
 from lipspace.data.synthetic.speech import synthesize
 from lipspace.data.synthetic.torso import torso_poses
 from lipspace.utils.errors import LipspaceError
 
 log = logging.getLogger(__name__)
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"  # 3: tracks.npz gains face_points (every other array as in 2)
 MIN_RESOLUTION = 32
 
 
@@ -71,7 +71,7 @@ def _clip(m: hd.HeadModel, sc: sn.Scene, seed: int, key: int, seconds: float, fo
     tracks = {"pose": poses, "intrinsics": sc.K.astype(np.float32), "expr": expr,
               "expr_names": np.array(ICT_EXPR_NAMES), "blendshapes": bs,
               "lmk68": landmarks68(m, states, poses, sc.K), "blink": blink, "valid": np.ones(n, bool),
-              "identity": m.vector()}
+              "identity": m.vector(), "face_points": face_points(m, states)}
     if tposes is not None:
         tracks["torso_pose"] = tposes
     return {"frames": frames, "parsing": parsing, "audio": audio, "tracks": tracks, "torso_pts": torso_pts}

@@ -1,4 +1,6 @@
-"""iBUG-68 landmarks from the 3-D head model (same mouth/eye/brow curves the renderer paints), projected to pixels.
+"""iBUG-68 landmarks from the 3-D head model (same mouth/eye/brow curves the renderer paints), projected to pixels,
+and the per-frame face points (tracks.npz 'face_points'): those 68 landmarks in head space, then a fixed grid of
+material points on the front of the skull, nose and jaw.
 
 Order follows LMK68_GROUPS: 0-16 jaw (image left to right via the chin), 17-21 / 22-26 brows, 27-35 nose,
 36-41 / 42-47 eyes (the image-left eye is the subject's right: x < 0 in head space), 48-59 outer lips,
@@ -82,3 +84,40 @@ def landmarks3d(m: hd.HeadModel, st: dict) -> np.ndarray:
 def landmarks68(m: hd.HeadModel, states: list[dict], poses: np.ndarray, K: np.ndarray) -> np.ndarray:
     """[N,68,2] float32 pixel landmarks for every frame."""
     return np.stack([project(landmarks3d(m, s), p, K) for s, p in zip(states, poses, strict=True)]).astype(np.float32)
+
+
+FACE_GRID_STEP = 0.1  # head units between the grid points on the face surface
+FACE_GRID_Y = (-0.6, 1.0)  # head-space y range of the grid: forehead to below the chin
+FACE_GRID_MAX_Z = -0.3  # keep points on the front of the head (the face looks along -z)
+
+
+def face_grid(m: hd.HeadModel) -> tuple[np.ndarray, np.ndarray]:
+    """Material points on the front surface of the head at rest (jaw closed): a regular (x, y) grid
+    ``FACE_GRID_STEP`` apart, each point on the frontmost of skull / jaw / nose there. Returns the points [G,3] and
+    whether each belongs to the jaw [G] (those ride with the jaw: the renderer's skin texture does too)."""
+    half = np.floor(float(m.axes[hd.SKULL, 0]) / FACE_GRID_STEP)
+    xs = np.arange(-half, half + 1) * FACE_GRID_STEP
+    ys = np.arange(FACE_GRID_Y[0], FACE_GRID_Y[1] + 1e-9, FACE_GRID_STEP)
+    x, y = (a.ravel() for a in np.meshgrid(xs, ys))
+    prims = (hd.SKULL, hd.JAW, hd.NOSE)
+    z = np.stack([hd.front_z(m, x, y, 0.0, (k,)) for k in prims])  # NaN where a primitive does not cover (x, y)
+    z = np.where(np.isnan(z), np.inf, z)
+    owner = np.asarray(prims)[np.argmin(z, 0)]
+    zf = z.min(0)
+    keep = np.isfinite(zf) & (zf <= FACE_GRID_MAX_Z)
+    return np.stack([x, y, zf], 1)[keep], owner[keep] == hd.JAW
+
+
+def face_points3d(m: hd.HeadModel, st: dict, grid: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """[68 + G, 3] head-space face points of one frame state: ``landmarks3d`` then ``face_grid`` (jaw points moved
+    down with the jaw as the renderer's jaw ellipsoid is)."""
+    pts, on_jaw = face_grid(m) if grid is None else grid
+    pts = pts.copy()
+    pts[on_jaw, 1] += m.jaw_drop * float(st["jaw"])
+    return np.concatenate([landmarks3d(m, st), pts])
+
+
+def face_points(m: hd.HeadModel, states: list[dict]) -> np.ndarray:
+    """[N, 68 + G, 3] float32 face points of every frame (tracks.npz 'face_points'; lipspace.data.schema)."""
+    grid = face_grid(m)
+    return np.stack([face_points3d(m, s, grid) for s in states]).astype(np.float32)

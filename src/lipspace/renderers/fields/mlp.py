@@ -11,6 +11,7 @@ from torch import nn
 from lipspace.renderers.encodings import PositionalEncoding
 from lipspace.renderers.fields.linear import linear_ops
 from lipspace.renderers.fields.region_attention import RegionAttention
+from lipspace.utils.errors import LipspaceError
 
 DENSITY_ACTIVATIONS = {"relu": torch.relu, "softplus": F.softplus}
 
@@ -53,6 +54,15 @@ class MLPField(nn.Module):
     ``semantic_classes`` K > 0 adds SSP-NeRF's implicit parsing head: per-point class logits, one linear layer on the
     trunk's geometry features h (view-independent), returned last [R,S,K]; 0 (default) builds and runs the field
     exactly as without it (the head is created last, so the other weights draw the same initial values).
+
+    ``point_features`` P > 0 adds per-point input features (SSP-NeRF's structured 3-D latent codes: a code
+    interpolated at each sample point from codes anchored on 3DMM vertices): forward then requires
+    ``point_feats`` [R,S,P], one feature vector per sample point, and every input layer reads cat(PE(x), f, c, [h])
+    (f joins PE(x) as per-sample input features, like the gated region columns, one matmul per layer):
+    W [PE(x); f; c; h] + b = W_x PE(x) + W_f f + W_h h + (W_c c + b). Gradients flow to ``point_feats`` (they come
+    from learnable codes). W_f is drawn last (after the parsing head), uniform(+-1/sqrt(fan-in)) with the fan-in of
+    the layer's whole concatenated input, so P = 0 (default) builds and runs the field exactly as without it and
+    P > 0 draws every other weight as P = 0 does.
     """
 
     def __init__(
@@ -70,6 +80,7 @@ class MLPField(nn.Module):
         regions=None,
         region_att_hidden: int = 32,
         semantic_classes: int = 0,
+        point_features: int = 0,
     ):
         super().__init__()
         if cond_dim < 0 or hidden < 1 or n_layers < 1:
@@ -133,20 +144,44 @@ class MLPField(nn.Module):
             raise ValueError(f"MLPField semantic_classes must be >= 0 (0 = no parsing head), got {semantic_classes}")
         self.semantic_classes = int(semantic_classes)
         self.semantic = nn.Linear(hidden, self.semantic_classes) if self.semantic_classes else None
+        # Per-point feature columns W_f of each input layer, created after everything else (P = 0 draws nothing).
+        if point_features < 0:
+            raise ValueError(f"MLPField point_features must be >= 0 (0 = none), got {point_features}")
+        self.point_features = int(point_features)
+        self.point_proj = None
+        if self.point_features:
+            self.point_proj = nn.ModuleList()
+            for i in self.input_layers:
+                proj = nn.Linear(self.point_features, hidden, bias=False)
+                fan_in = pe_dim + self.point_features + cond_dim + (hidden if i else 0)
+                nn.init.uniform_(proj.weight, -fan_in**-0.5, fan_in**-0.5)  # nn.Linear's bound for the concat
+                self.point_proj.append(proj)
 
-    def forward(self, x: torch.Tensor, d: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """x [R,S,3] positions, d [R,3] unit directions, c [R,cond_dim] -> rgb [R,S,3] in [0,1], sigma [R,S] >= 0
+    def forward(
+        self, x: torch.Tensor, d: torch.Tensor, c: torch.Tensor | None, point_feats: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """x [R,S,3] positions, d [R,3] unit directions, c [R,cond_dim] (, point_feats [R,S,point_features]: the
+        per-point input features, required iff point_features > 0) -> rgb [R,S,3] in [0,1], sigma [R,S] >= 0
         (+ region attention magnitudes [R,S,n_regions] in (0, 1) when the field has regions)
         (+ parsing logits [R,S,semantic_classes] when semantic_classes > 0)."""
         n_rays, n_samples, _ = x.shape
         if self.cond_dim and (c is None or c.shape != (n_rays, self.cond_dim)):
             got = None if c is None else tuple(c.shape)
             raise ValueError(f"MLPField expects c of shape [{n_rays}, {self.cond_dim}], got {got}")
+        n_feats = self.point_features
+        if not n_feats and point_feats is not None:
+            raise LipspaceError(f"MLPField built with point_features=0 takes no point_feats, got shape "
+                                f"{list(point_feats.shape)}; build it with point_features=P to feed [R, S, P] features")
+        if n_feats and (point_feats is None or point_feats.shape != (n_rays, n_samples, n_feats)):
+            got = None if point_feats is None else list(point_feats.shape)
+            raise LipspaceError(f"MLPField built with point_features={n_feats} expects point_feats of shape "
+                                f"[{n_rays}, {n_samples}, {n_feats}] (one vector per point of x {list(x.shape)}), "
+                                f"got {got}")
         ops = linear_ops(x, self.onednn)
         pe = ops.layout(self.pos_enc(x.reshape(-1, 3)))  # PE(x), N = R * S samples
         # Per-ray term of each input layer, [R, hidden]: W_c c once per ray instead of once per sample.
         att = self.region_att
-        x_in = pe  # what the input layers' x-columns read: PE(x), plus the gated region columns of c
+        x_in = pe  # what the input layers' x-columns read: PE(x), [the gated region columns of c], [point features]
         if att is None:
             cond_terms = iter(proj(c) for proj in self.cond_proj)
         else:
@@ -156,6 +191,10 @@ class MLPField(nn.Module):
             x_in = ops.cat_features(pe, att.modulated(ops, gates, c))
             cond_terms = iter(proj(att.ray_part(c)) for proj in self.cond_proj)
             region_weights = iter(proj.weight[:, att.cols] for proj in self.cond_proj)
+        if n_feats:
+            # The point features join PE(x) (and the region columns) as per-sample input features of every input layer.
+            x_in = ops.cat_features(x_in, ops.layout(point_feats.reshape(-1, n_feats)))
+            point_weights = iter(proj.weight for proj in self.point_proj)
 
         h = None
         for i, layer in enumerate(self.trunk):
@@ -166,13 +205,15 @@ class MLPField(nn.Module):
             # gradient, so no wasted input-grad columns), c as the per-ray term, h as the main matmul.
             ray_term = next(cond_terms) + layer.bias if self.cond_dim else None
             bias = None if self.cond_dim else layer.bias
+            # x_in's columns: PE(x), [gated region columns of c], [point features]; w_x the matching weights.
+            w_x, w_h = (layer.weight, None) if i == 0 else layer.weight.split([self.pos_enc.out_dim, self.hidden], 1)
+            extra_cols = [next(region_weights)] if att is not None else []
+            extra_cols += [next(point_weights)] if n_feats else []
+            if extra_cols:
+                w_x = torch.cat([w_x, *extra_cols], dim=1)
             if i == 0:
-                w_x = layer.weight if att is None else torch.cat([layer.weight, next(region_weights)], dim=1)
                 h = ops.linear(x_in, w_x, bias, ray_term, relu=True)
             else:
-                w_x, w_h = layer.weight.split([self.pos_enc.out_dim, self.hidden], dim=1)
-                if att is not None:
-                    w_x = torch.cat([w_x, next(region_weights)], dim=1)
                 h = ops.linear(h, w_h, bias, ray_term, extra=ops.linear(x_in, w_x), relu=True)
 
         # One matmul for sigma and the first view layer; only the view columns get the per-ray PE(d) term.
