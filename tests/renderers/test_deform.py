@@ -38,6 +38,7 @@ def _scene(**kw):
 
 
 def test_deformation_starts_as_identity_and_spares_the_head_sphere():
+    torch.manual_seed(0)
     scene = _scene()
     x = torch.randn(50, 3) * 2
     cols = torch.cat([torch.randint(0, 10, (50, 1)).float(), torch.randn(50, 6)], -1)
@@ -48,7 +49,7 @@ def test_deformation_starts_as_identity_and_spares_the_head_sphere():
     assert float(delta.abs().max()) <= scene.max_offset
     inside = x.norm(dim=-1) < 1.0
     outside = x.norm(dim=-1) > 1.0 + scene.gate_width
-    assert float(delta[inside].norm(dim=-1).max()) < 0.02 * scene.max_offset
+    assert float(delta[inside].abs().max()) == 0.0  # the head's sphere never moves
     assert float(delta[outside].norm(dim=-1).mean()) > 0.1 * scene.max_offset
     ungated = _scene(gate=False)
     ungated.net.load_state_dict(scene.net.state_dict())

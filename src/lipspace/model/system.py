@@ -286,6 +286,7 @@ class TalkingHeadSystem(L.LightningModule):
 
     def configure_optimizers(self):
         opt = self.optimizer_factory(params=self.param_groups())
+        self.renderer.bind_optimizer(opt)  # renderers that resize their parameters (densification) keep it
         steps = self.decay_steps or max(int(self.trainer.max_steps), 1)
         lr0 = self.base_lr or opt.param_groups[-1]["lr"]
         ratio = self.lr_final / lr0

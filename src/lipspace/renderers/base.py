@@ -50,7 +50,8 @@ class Renderer(nn.Module, abc.ABC):
     Required: :meth:`render` (training) and :meth:`render_frame` (validation). Optional, with no-op defaults:
     :meth:`param_groups` (nerfstudio's ``get_param_groups``), :meth:`on_train_step` (the one per-step hook, as
     threestudio's ``Updateable`` / nerfstudio's training callbacks: occupancy refresh, densify / prune),
-    :meth:`setup_scene` (scene bounds from the dataset, before training or loading a checkpoint).
+    :meth:`setup_scene` (scene bounds from the dataset, before training or loading a checkpoint), :meth:`bind_optimizer`
+    (the system's optimiser, for renderers that resize their parameters).
     """
 
     batch_kind: ClassVar[str] = "rays"
@@ -118,6 +119,11 @@ class Renderer(nn.Module, abc.ABC):
         """Called by the system before every training step with the global step (step-dependent behaviour:
         occupancy refresh, coarse-to-fine, densify / prune). Default: nothing."""
 
+    def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Called by the system once its optimiser is built (``configure_optimizers``; on resume before the
+        optimiser's state is restored): a renderer whose parameters change size during training (Gaussian
+        densification and pruning) keeps it to resize the optimiser's state with them. Default: nothing."""
+
     def setup_scene(self, clip) -> None:
         """Called once the dataset (a :class:`lipspace.data.clip.Clip`) is loaded, before training or loading a
         checkpoint: take what the renderer needs from the scene (bounds, a point cloud). Default: nothing."""
@@ -181,7 +187,7 @@ class VolumeRenderer(Renderer):
 
 
 class Rasteriser(Renderer):
-    """Renderers that draw whole images from a camera (Gaussian splatting): ``batch_kind="images"``, one condition
-    per frame. Nothing beyond the declaration yet."""
+    """Renderers that draw whole images from a camera (Gaussian splatting: lipspace.renderers.gaussian):
+    ``batch_kind="images"``, one condition per frame."""
 
     batch_kind: ClassVar[str] = "images"

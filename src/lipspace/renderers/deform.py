@@ -11,9 +11,10 @@ with ``t`` the frame's time in the clip (in [0, 1], positionally encoded with 4 
 frame's head pose (three Euler angles relative to the clip's mean rotation and the translation, standardised over the
 clip) and ``p_c`` a learnt code per frame (zeros at start; frames never trained on, e.g. a held-out tail, keep
 zeros). F is a small MLP whose last layer starts at zero (the identity), its output bounded by ``max_offset`` head
-units (tanh). ``g`` is our choice, not the paper's: a soft gate that is 0 inside the head's sphere (the dataset's
-``head_bounds``: head and neck, which follow the head pose exactly) and rises to 1 over ``gate_width`` of its
-radius outside it, so that the per-frame inputs (t, p_c) cannot move the face and carry a frame's mouth shape past
+units (tanh). ``g`` is our choice, not the paper's: a gate that is exactly 0 inside the head's sphere (the dataset's
+``head_bounds``: head and neck, which follow the head pose exactly) and rises to 1 (smoothstep) over ``gate_width`` of
+its radius outside it (the network runs only where g > 0: measured 3.2x the training time of deform=false when it
+ran on every point), so that the per-frame inputs (t, p_c) cannot move the face and carry a frame's mouth shape past
 the conditioner (an audio-driven render has no such frame). ``gate=false`` deforms every point.
 
 With ``latent_codes`` > 0, the field also reads SSP-NeRF's structured latent codes at the moved point
@@ -77,9 +78,9 @@ class SceneDeformation(nn.Module):
             self.frame_codes = nn.Parameter(torch.zeros(n_frames, self.frame_code, device=dev))
         if self.codes is not None:
             if face_points is None:
-                raise LipspaceError("torso.composite.latent_codes > 0 needs the dataset's face_points track (the fitted "
-                                    "3DMM's vertices): re-run lipspace-prep (or lipspace-synth) with this version, "
-                                    "or set torso.composite.latent_codes=0")
+                raise LipspaceError("torso.composite.latent_codes > 0 needs the dataset's face_points track (the "
+                                    "fitted 3DMM's vertices): re-run lipspace-prep (or lipspace-synth) with this "
+                                    "version, or set torso.composite.latent_codes=0")
             self.codes.set_anchors(face_points.float().mean(0), torch.Generator().manual_seed(0))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -88,18 +89,34 @@ class SceneDeformation(nn.Module):
             self.frame_codes = nn.Parameter(torch.empty_like(codes, device=self.scale.device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def gate_weight(self, x_head: torch.Tensor) -> torch.Tensor:
+        """g(x) [...]: 0 inside the head's sphere, smoothstep to 1 over ``gate_width`` of its radius outside it."""
+        outside = (x_head - self.head_center).norm(dim=-1) - self.head_radius
+        t = (outside / (self.gate_width * self.head_radius)).clamp(0.0, 1.0)
+        return t * t * (3.0 - 2.0 * t)
+
     def offsets(self, x_head: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-        """The deformation Delta x [..., 3] (head units) at head-space points under their scene columns."""
-        frame = columns[..., 0].round().long().clamp(0, max(int(self.n_frames) - 1, 0))
+        """The deformation g(x) Delta x [..., 3] (head units) at head-space points under their scene columns; with
+        the gate, the network runs only on the points outside the head's sphere (the others do not move)."""
+        shape = x_head.shape
+        x_head, columns = x_head.reshape(-1, 3), columns.reshape(-1, columns.shape[-1])
+        if not self.gate:
+            return self._delta(x_head, columns).reshape(shape)
+        g = self.gate_weight(x_head)
+        moved = torch.nonzero(g > 0).squeeze(1)
+        delta = x_head.new_zeros(x_head.shape)
+        if len(moved):
+            part = self._delta(x_head.index_select(0, moved), columns.index_select(0, moved))
+            delta = delta.index_copy(0, moved, part * g.index_select(0, moved)[:, None])
+        return delta.reshape(shape)
+
+    def _delta(self, x_head: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        frame = columns[:, 0].round().long().clamp(0, max(int(self.n_frames) - 1, 0))
         t = frame.float() / max(float(self.n_frames) - 1, 1.0)
-        parts = [self.pos_enc(x_head), self.time_enc(t[..., None]), columns[..., 1:]]
+        parts = [self.pos_enc(x_head), self.time_enc(t[:, None]), columns[:, 1:]]
         if self.frame_code:
             parts.append(self.frame_codes[frame])
-        delta = self.max_offset * torch.tanh(self.net(torch.cat(parts, -1)))
-        if self.gate:
-            outside = (x_head - self.head_center).norm(dim=-1) - self.head_radius
-            delta = delta * torch.sigmoid(8.0 * outside / (self.gate_width * self.head_radius) - 4.0)[..., None]
-        return delta
+        return self.max_offset * torch.tanh(self.net(torch.cat(parts, -1)))
 
     def forward(self, x: torch.Tensor, columns: torch.Tensor):
         scale = float(self.scale)

@@ -18,7 +18,8 @@ separably; every level's table lives in one flat parameter, so one ``index_selec
 the [P, L, 2^d, F] gathered features). Compiled path (``compile=True`` / ``"auto"``, the functions in
 ``lipspace.renderers.hashgrid_compiled``): the same arithmetic laid out with the point index innermost, so that
 torch.compile vectorises it over points, fused with the gather and the interpolation into one loop; backward
-recomputes rows and weights instead of storing them. Inputs receive no gradient (positions are not learned here).
+recomputes rows and weights instead of storing them. Positions get a gradient (through the interpolation weights)
+when they require one, on the eager path: torso=deform learns where to move the points a field reads.
 """
 
 from __future__ import annotations
@@ -84,23 +85,30 @@ def _scatter_rows(shape: tuple, rows: torch.Tensor, contrib: torch.Tensor) -> to
 
 
 class _Interpolate(torch.autograd.Function):
-    """out[p, k, :] = sum_c w[p, k, c] * table[idx[p, k, c], :]; grad flows to the table only."""
+    """out[p, k, :] = sum_c w[p, k, c] * table[idx[p, k, c], :]; grad flows to the table and, when the weights
+    carry a graph (points that require grad: torso=deform moves them), to the weights: d out / d w[p, k, c] =
+    table[idx[p, k, c]], the corners' features gathered again in backward (only then)."""
 
     @staticmethod
     def forward(ctx, table: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         f = table.shape[1]
         feats = _unpacked(_packed(table).index_select(0, idx.reshape(-1)), f)
-        ctx.save_for_backward(idx, w)
+        ctx.save_for_backward(idx, w, table)
         ctx.shape = tuple(table.shape)
         return torch.bmm(w.reshape(-1, 1, w.shape[-1]), feats.reshape(-1, w.shape[-1], f)).view(*w.shape[:-1], f)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        idx, w = ctx.saved_tensors
-        if not ctx.needs_input_grad[0]:
-            return None, None, None
-        contrib = (w[..., None] * grad_out[:, :, None, :]).reshape(-1, grad_out.shape[-1])
-        return _scatter_rows(ctx.shape, idx.reshape(-1), contrib), None, None
+        idx, w, table = ctx.saved_tensors
+        grad_table = grad_w = None
+        if ctx.needs_input_grad[0]:
+            contrib = (w[..., None] * grad_out[:, :, None, :]).reshape(-1, grad_out.shape[-1])
+            grad_table = _scatter_rows(ctx.shape, idx.reshape(-1), contrib)
+        if ctx.needs_input_grad[2]:
+            f = table.shape[1]
+            feats = _unpacked(_packed(table.detach()).index_select(0, idx.reshape(-1)), f).view(*w.shape, f)
+            grad_w = torch.einsum("pkcf,pkf->pkc", feats, grad_out)
+        return grad_table, None, grad_w
 
 
 # the compiled path's autograd function; its compiled functions (grid._fast): lipspace.renderers.hashgrid_compiled
@@ -224,7 +232,8 @@ class HashGrid(nn.Module):
             raise LipspaceError(f"HashGrid expects points [P, {self.n_grids}, {self.in_dim}]"
                                 f"{' or [P, ' + str(self.in_dim) + ']' if self.n_grids == 1 else ''}, got "
                                 f"{tuple(x.shape)}")
-        if self._fast and x.shape[0] > 1 and self._fast_ready(x):  # 0 / 1 points: eager (no 0/1-size recompiles)
+        # 0 / 1 points: eager (no 0/1-size recompiles); points that need a gradient (the fused path gives them none)
+        if self._fast and x.shape[0] > 1 and not x.requires_grad and self._fast_ready(x):
             return _FusedInterpolate.apply(self.table, x.float(), self)
         idx, w = self.indices_and_weights(x.float())
         out = _Interpolate.apply(self.table, idx, w.to(self.table.dtype))
