@@ -15,7 +15,7 @@ T < 1e-4 (3DGS's): the result is the exact composite of every splat.
 The exponent is separable over a tile's rows and columns (d = (dx_c, dy_r)): -0.5 (A dx^2 + C dy^2) - B dx dy +
 ln(opacity) is formed from [K, tile] row and column terms with one broadcast add and one addcmul, so the
 per-pixel work is a few elementwise passes, the running product and one batched matmul; the backward is written
-by hand (:class:`_CompositeTiles`). Speed (tests/renderers/gaussian/bench_gaussian_raster.py, 128x128, one CPU thread
+by hand (:class:`_CompositeTiles`). Speed (benchmarks/bench_gaussian_raster.py, 128x128, one CPU thread
 of a loaded 2-core machine, projection + rasterisation, forward + backward): 5k Gaussians ~170 ms, 10k ~235 ms.
 """
 
