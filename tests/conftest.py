@@ -32,6 +32,14 @@ def assets_dir() -> Path | None:
     return p if p.is_dir() else None
 
 
+def _tiny_face_points(jaw: np.ndarray) -> np.ndarray:
+    gx, gy = np.meshgrid(np.linspace(-0.3, 0.3, 4), np.linspace(-0.3, 0.3, 4))
+    grid = np.stack([gx, gy, np.zeros_like(gx)], -1).reshape(16, 3)
+    pts = np.repeat(grid[None], len(jaw), 0)
+    pts[:, 12:, 1] += 0.1 * jaw[:, None]
+    return pts.astype(np.float32)
+
+
 def make_tiny_dataset(root: Path, n: int = 20, hw: int = 24, heldout: int = 1, seed: int = 0) -> Path:
     """A camera looking at a coloured disc in head space; 'expression' opens a dark mouth box. Schema-valid."""
     from lipspace.data.schema import ICT_EXPR_NAMES, write_dataset
@@ -64,6 +72,8 @@ def make_tiny_dataset(root: Path, n: int = 20, hw: int = 24, heldout: int = 1, s
         "expr_names": np.array(ICT_EXPR_NAMES), "blendshapes": np.zeros((n, 52), np.float32),
         "lmk68": lmk, "blink": np.zeros(n, np.float32), "valid": np.ones(n, bool),
         "identity": np.zeros(4, np.float32),
+        # the "fitted face": a 4x4 grid on the disc's plane, its lower row following the jaw (head space)
+        "face_points": _tiny_face_points(expr[:, ICT_EXPR_NAMES.index("jawOpen")]),
     }
     audio = (0.1 * np.sin(np.arange(int(n / 25 * 16000)) * 0.05)).astype(np.float32)
     meta = {"kind": "test", "bounds": {"center": [0.0, 0.0, 0.0], "radius": 1.2}, "source": {"generator": "tests"},

@@ -72,7 +72,7 @@ def test_scene_field_splits_the_scene_columns_off_in_both_layouts(layout):
     assert field.inner.cond_dim == 4 and field.hidden == 8
     with pytest.raises(LipspaceError, match="no scene module"):
         field(torch.zeros(2, 3, 3), torch.zeros(2, 3), torch.zeros(2, 4 + SCENE_COLUMNS))
-    field.attach(_scene())
+    field.attach(_scene(gate=False))  # one call for every point (the split: the test below)
     c = torch.randn(2, 4 + SCENE_COLUMNS)
     if layout == "mlp":
         rgb, sigma = field(torch.randn(2, 5, 3), torch.zeros(2, 3), c)
@@ -151,3 +151,27 @@ def test_torso_deform_needs_a_wrapped_field_and_build_says_which_renderers_have_
                             "torso": {"kind": "deform", "field_wrapper": {"_target_": "x"}, "composite": None}})
     with pytest.raises(LipspaceError, match="has no `field`"):
         build_renderer(cfg)
+
+
+def test_tri_plane_layout_splits_moving_points_with_the_same_result():
+    """The points the module may move (outside the head's sphere) go through the field apart from the others (whose
+    positions need no gradient: the hash encoding's fast path); the outputs are those of one call."""
+    from lipspace.renderers.fields.triplane import TriPlaneField
+
+    torch.manual_seed(0)
+    field = SceneField(functools.partial(TriPlaneField, n_levels=4, log2_table=10, finest_res=64, hidden=16),
+                       cond_dim=2 + SCENE_COLUMNS)
+    scene = SceneDeformation(hidden=16, n_layers=2)
+    scene.set_scene(10, (torch.zeros(3), 0.5), (torch.full((3,), 0.5), 0.5), None)  # x01 = x / 2 + 0.5
+    nn.init.normal_(scene.net[-1].weight, std=1.0)
+    field.attach(scene)
+    x01, ray_idx = torch.rand(200, 3), torch.randint(0, 4, (200,))
+    c = torch.cat([torch.randn(4, 2), torch.randint(0, 10, (4, 1)).float(), torch.randn(4, 6)], -1)
+    moved = scene.moving(x01)
+    assert 0 < len(moved) < len(x01)
+    split = field(x01, torch.zeros(4, 3), c, ray_idx)
+    whole = field._call(x01, torch.zeros(4, 3), c[:, :2], c[:, 2:].index_select(0, ray_idx), ray_idx)
+    for a, b in zip(split, whole):
+        assert torch.allclose(a, b, atol=1e-6)
+    split[1].sum().backward()
+    assert scene.net[-1].weight.grad.abs().sum() > 0  # the moved points' positions carry the gradient

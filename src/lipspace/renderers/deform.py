@@ -118,6 +118,13 @@ class SceneDeformation(nn.Module):
             parts.append(self.frame_codes[frame])
         return self.max_offset * torch.tanh(self.net(torch.cat(parts, -1)))
 
+    def moving(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Indices of the points [N,3] (the field's coordinates) the module may move (outside the head's sphere);
+        None when it may move any (no gate) or none can move (no deformation network): nothing to split."""
+        if self.net is None or not self.gate:
+            return None
+        return torch.nonzero(self.gate_weight((x.reshape(-1, 3) - self.offset) / float(self.scale)) > 0).squeeze(1)
+
     def forward(self, x: torch.Tensor, columns: torch.Tensor):
         scale = float(self.scale)
         x_head = (x - self.offset) / scale

@@ -62,10 +62,24 @@ class SceneField(nn.Module):
         """As the inner field, with c [R, cond_dim] whose last SCENE_COLUMNS are the scene's: MLPField's layout
         ``(x [R,S,3], d, c)`` or TriPlaneField's ``(x [N,3], d, c, ray_idx [N])``."""
         c, columns = c[:, :-SCENE_COLUMNS], c[:, -SCENE_COLUMNS:]
-        if ray_idx:
-            per_point = columns.index_select(0, ray_idx[0])
-        else:
-            per_point = columns[:, None, :].expand(*x.shape[:-1], SCENE_COLUMNS)
+        if not ray_idx:
+            return self._call(x, d, c, columns[:, None, :].expand(*x.shape[:-1], SCENE_COLUMNS))
+        ray_idx = ray_idx[0]
+        moved = self._scene_module().moving(x)
+        if moved is None or len(moved) in (0, len(x)):
+            return self._call(x, d, c, columns.index_select(0, ray_idx), ray_idx)
+        # the points the module may move need a gradient for their position, which the hash encoding computes on
+        # its eager path only: the others (most: the head's sphere) go through the field separately, on its fast path
+        mask = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        mask[moved] = False
+        still = torch.nonzero(mask).squeeze(1)
+        parts = [self._call(x.index_select(0, idx), d, c, columns.index_select(0, ray_idx.index_select(0, idx)),
+                            ray_idx.index_select(0, idx)) for idx in (still, moved)]
+        return tuple(a.new_empty((len(x), *a.shape[1:])).index_copy(0, still, a).index_copy(0, moved, b)
+                     for a, b in zip(*parts))
+
+    def _call(self, x, d, c, per_point, *ray_idx):
+        """The inner field at the points moved by the scene module under their scene columns ``per_point``."""
         x, feats = self._scene_module()(x, per_point)
         extra = {} if feats is None else {"point_feats": feats}
         return self.inner(x, d, c, *ray_idx, **extra)
