@@ -175,3 +175,35 @@ def test_tri_plane_layout_splits_moving_points_with_the_same_result():
         assert torch.allclose(a, b, atol=1e-6)
     split[1].sum().backward()
     assert scene.net[-1].weight.grad.abs().sum() > 0  # the moved points' positions carry the gradient
+
+
+def test_deformation_learns_a_pose_dependent_torso_shift():
+    """The torso deformation module, trained alone, moves a canonical torso (a soft ball below the head) to where the
+    frame's head pose puts it: the density error falls to a small part of the undeformed one's. (End to end on the
+    synthetic head, the unified NeRF's held-out torso pixels: README, experiments/ssp_ablation.)"""
+    torch.manual_seed(0)
+    scene = SceneDeformation(hidden=32, n_layers=3, pos_freqs=2, frame_code=0)
+    scene.set_scene(10, (torch.zeros(3), 0.6), (torch.zeros(3), 1.0), None)
+    centre = torch.tensor([0.0, 1.5, 0.0])
+
+    def density(x):
+        return torch.sigmoid(20 * (0.4 - (x - centre).norm(dim=-1)))
+
+    def batch(n=512):
+        pose = torch.randn(n, 6)
+        cols = torch.cat([torch.zeros(n, 1), pose], -1)
+        x = centre + torch.randn(n, 3) * 0.4
+        shift = torch.stack([0.15 * pose[:, 0], torch.zeros(n), 0.1 * pose[:, 3]], -1)  # yaw and x move it
+        return x, cols, density(x - shift)  # the ball of this frame sits at centre + shift
+
+    x, cols, target = batch(2048)
+    before = float((density(scene(x, cols)[0]) - target).square().mean().detach())
+    opt = torch.optim.Adam(scene.parameters(), lr=3e-3)
+    for _ in range(400):
+        xb, cb, tb = batch()
+        loss = (density(scene(xb, cb)[0]) - tb).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = float((density(scene(x, cols)[0]) - target).square().detach().mean())
+    assert after < 0.05 * before, (before, after)  # measured: 0.0306 -> 0.000085
