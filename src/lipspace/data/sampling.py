@@ -215,19 +215,33 @@ def frame_rays(clip: Clip, idx: int, downscale: int = 1) -> dict:
 def frame_cameras(clip: Clip, idx, downscale: int = 1) -> dict:
     """Whole frames ``idx`` (a list / 1-D tensor of F indices) with their cameras, for renderers that draw images:
     pose [F,4,4] (head -> camera), intrinsics [F,4] (fx, fy, cx, cy at 1/downscale resolution), target and bg
-    [F,h,w,3] (area-downscaled) and hw."""
+    [F,h,w,3] (area-downscaled), ``ray_class`` [F,h,w] (int64: each pixel's parsing class, for the region attention
+    masking loss; at downscale > 1 the majority class of the pixel's downscale x downscale block, ties to the lowest
+    class) and hw."""
     idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
     target = clip.frames[idx].permute(0, 3, 1, 2).float() / 255.0
     bg = clip.frame_background(idx).permute(0, 3, 1, 2)
+    parsing = torch.as_tensor(clip.parsing[idx])  # [F,H,W] uint8
     if downscale > 1:
         h, w = clip.hw
         hh, ww = h // downscale, w // downscale  # as full_frame_pixels: whole blocks only
         target = F.avg_pool2d(target[..., :hh * downscale, :ww * downscale], downscale)
         bg = F.avg_pool2d(bg[..., :hh * downscale, :ww * downscale], downscale)
+        # majority class of each block (ties: the lowest class): ascending classes, a later one wins only with
+        # strictly more of the block's pixels
+        blocks = parsing[:, :hh * downscale, :ww * downscale].reshape(len(idx), hh, downscale, ww, downscale)
+        best = torch.zeros(len(idx), hh, ww, dtype=parsing.dtype)
+        best_n = torch.zeros(len(idx), hh, ww, dtype=torch.int32)
+        for k in torch.unique(parsing).tolist():
+            n = (blocks == k).sum(dim=(2, 4), dtype=torch.int32)
+            best = torch.where(n > best_n, torch.full_like(best, k), best)
+            best_n = torch.maximum(n, best_n)
+        parsing = best
     hh, ww = target.shape[-2:]
     intrinsics = (clip.intrinsics / downscale).expand(len(idx), 4).clone()  # pixel (i + 0.5) here: (i + 0.5) * ds
     return {"pose": clip.pose[idx], "intrinsics": intrinsics,
-            "target": target.permute(0, 2, 3, 1), "bg": bg.permute(0, 2, 3, 1).float(), "hw": (hh, ww)}
+            "target": target.permute(0, 2, 3, 1), "bg": bg.permute(0, 2, 3, 1).float(),
+            "ray_class": parsing.long(), "hw": (hh, ww)}
 
 
 def whole_frame(clip: Clip, i: int, downscale: int = 1, batch_kind: str = "rays") -> dict:

@@ -56,7 +56,7 @@ class TalkingHeadSystem(L.LightningModule):
         if regions and not cls.supports_regions:
             raise LipspaceError(f"conditioner '{conditioner.name}' declares regions {sorted(regions)} for region "
                                 f"attention, which renderer {cls.__name__} does not implement (supports_regions is "
-                                "False); use renderer=mlp or renderer=triplane")
+                                "False); use renderer=mlp, triplane or gaussian")
         if not isinstance(renderer, Renderer):
             extra = {"regions": [(n, sl.start, sl.stop) for n, (sl, _) in regions.items()]} if regions else {}
             renderer = renderer(cond_dim=conditioner.out_dim, **extra)
@@ -123,13 +123,20 @@ class TalkingHeadSystem(L.LightningModule):
         self.renderer.on_train_step(self.global_step)
 
     def region_outside(self, batch) -> torch.Tensor | None:
-        """float [R, n_regions]: 1 where the ray's pixel class lies outside the region's classes (None: no regions)."""
+        """float [R, n_regions]: 1 where the ray's pixel class lies outside the region's classes (None: no regions).
+        One row per ray; for an images batch (``ray_class`` [F,h,w]) one per pixel, frame-major (as
+        :meth:`region_rows` flattens ``region_att`` [F,h,w,n])."""
         if self.region_classes is None:
             return None
         if "ray_class" not in batch:
             raise LipspaceError("model.region_att_weight > 0 needs the per-ray parsing class (batch['ray_class']) "
-                                "from the data module's RayBatches; set model.region_att_weight=0 otherwise")
-        return (~self.region_classes[:, batch["ray_class"].long()].t()).float()
+                                "from the data module's batches; set model.region_att_weight=0 otherwise")
+        return (~self.region_classes[:, batch["ray_class"].long().reshape(-1)].t()).float()
+
+    def region_rows(self, out, key: str = "region_att") -> torch.Tensor:
+        """``out[key]`` as rows [R, n_regions]: a ray batch's as it is, an images batch's [F,h,w,n] per pixel."""
+        att = out[key]
+        return att.reshape(-1, att.shape[-1])
 
     def _step_outside(self, batch) -> torch.Tensor | None:
         """region_outside for a training step: needed for the loss, else only logged when the batch has classes."""
@@ -139,15 +146,15 @@ class TalkingHeadSystem(L.LightningModule):
 
     def region_loss(self, out, outside: torch.Tensor, n: int) -> torch.Tensor:
         """The share of ``out``'s rays of region_att_weight * mean_rays(sum_r att_r * outside_r) (fine + coarse)."""
-        leak = (out["region_att"] * outside).sum()
+        leak = (self.region_rows(out) * outside).sum()
         if "region_att_coarse" in out and self.coarse_loss_weight > 0:
-            leak = leak + self.coarse_loss_weight * (out["region_att_coarse"] * outside).sum()
+            leak = leak + self.coarse_loss_weight * (self.region_rows(out, "region_att_coarse") * outside).sum()
         return self.region_att_weight / n * leak
 
     def _log_regions(self, out, outside, n):
         """Mean rendered gate magnitude on rays outside / inside each region (and over all regions)."""
         with torch.no_grad():
-            att, inside = out["region_att"].detach(), 1 - outside
+            att, inside = self.region_rows(out).detach(), 1 - outside
             metrics = {"train/region_att_outside": (att * outside).sum() / outside.sum().clamp_min(1),
                        "train/region_att_inside": (att * inside).sum() / inside.sum().clamp_min(1)}
             for k, (name, _, _) in enumerate(self.renderer.regions):
@@ -173,8 +180,8 @@ class TalkingHeadSystem(L.LightningModule):
         loss = loss + reg
         outside = self._step_outside(batch)
         if outside is not None:
-            if self.region_att_weight > 0:
-                loss = loss + self.region_loss(out, outside, target.shape[0])
+            if self.region_att_weight > 0:  # mean over the rows: rays, or an images batch's pixels
+                loss = loss + self.region_loss(out, outside, outside.shape[0])
             self._log_regions(out, outside, target.shape[0])
         if self.semantic is not None:
             loss = loss + self.semantic.loss(out, self.semantic.ray_classes(batch), target.shape[0])

@@ -33,14 +33,15 @@ class Renderer(nn.Module, abc.ABC):
       (each frame's head -> camera pose; a whole frame, ``frame_rays``, carries its ``pose [4,4]``); the condition
       passed to :meth:`render` is one per ray, ``cond [R,C]``.
       ``"images"``: whole frames with their cameras, ``pose [F,4,4]`` (head -> camera), ``intrinsics [F,4]`` (fx, fy,
-      cx, cy at the batch's resolution), ``target, bg [F,h,w,3]``, ``hw``; the condition is one per frame,
-      ``cond [F,C]``.
+      cx, cy at the batch's resolution), ``target, bg [F,h,w,3]``, ``ray_class [F,h,w]`` (each pixel's parsing
+      class), ``hw``; the condition is one per frame, ``cond [F,C]``.
       Both carry ``frame_idx [F]`` and the conditioner ``inputs``.
     - ``supports_fused_backward``: it implements :meth:`forward_backward` (ray renderers only); the system then
       trains with manual optimisation when ``model.train_chunk_rays`` is set.
     - ``supports_regions``: it implements region attention (SyncTalk's facial-aware masking): it takes
       ``regions=[(name, start, stop)]`` (column ranges of the condition) at construction, keeps them, sorted, in
-      ``self.regions`` and adds ``region_att`` (and ``region_att_coarse``) [R, n_regions] to its outputs.
+      ``self.regions`` and adds ``region_att`` (and ``region_att_coarse``) [R, n_regions] to its outputs ([F,h,w,
+      n_regions] for "images").
     - ``supports_semantic``: it implements SSP-NeRF's implicit portrait parsing (ray renderers only): built with a
       field of ``semantic_classes`` K > 0 it sets ``self.semantic_classes = K`` and adds ``semantic`` (and
       ``semantic_coarse``) [R, K] logits, composited with the colour's weights, to its outputs (the system's

@@ -12,6 +12,16 @@ position, condition) -> offsets of position, log-scale and rotation (added to th
 inside-mouth Gaussians (``is_mouth``: those initialised in the mouth cavity, see ``init.py``; their clones and split
 children stay in the branch) by a smaller field predicting a position offset only.
 
+Region attention (``supports_regions``; ``regions=[(name, start, stop)]``, e.g. SyncTalk's lip / upper-face codes,
+given by the system when the conditioner declares them): the face branch gates each region's condition columns per
+Gaussian by sigmoid(MLP_r(tri-plane encoding of its canonical position)) (``deform.py``, fields/region_attention.py),
+as TalkingGaussian's face branch gates its audio and expression features. The mouth branch is not gated: as
+TalkingGaussian's (whose audio attention there is switched off and has no attention loss), it reads the condition
+directly; its Gaussians, all inside the mouth, carry gate magnitude 0. ``region_att`` [F,h,w,n_regions]: each
+Gaussian's gate magnitude per region (the mean of the region's gates; 0 for mouth Gaussians) alpha-composited like
+its colour (extra colour channels of the same rasterisation pass, over a background of 0), so it is at most ``acc``.
+Built without regions, the renderer is exactly the plain one (same parameters, same random draws).
+
 Training: learning rates per group (3DGS's, relative to the system's lr: :meth:`param_groups`); densification and
 pruning through the step hook (:meth:`on_train_step`, ``densify.py``), which needs the optimiser:
 :meth:`bind_optimizer` (called by the system once its optimiser exists); without a bound optimiser densification is
@@ -52,15 +62,18 @@ def _logit(p: float) -> float:
 
 
 class GaussianRenderer(Rasteriser):
-    """See the module docstring. ``render(batch, cond [F,C])`` -> rgb [F,h,w,3], acc, depth [F,h,w]."""
+    """See the module docstring. ``render(batch, cond [F,C])`` -> rgb [F,h,w,3], acc, depth [F,h,w] (+ region_att
+    [F,h,w,n_regions] when built with regions)."""
 
-    supports_regions: ClassVar[bool] = False
+    supports_regions: ClassVar[bool] = True
 
     def __init__(self, cond_dim: int, n_surface: int = 4000, n_fill: int = 2000, n_mouth: int = 500,
                  mouth_depth: float = 0.3, init_opacity: float = 0.1, deform: dict | None = None,
                  mouth_deform: dict | None = None, lr_scale: dict | None = None, densify: dict | None = None,
-                 backend: str = "torch", near: float = 0.01, tile: int = 16, seed: int = 0):
+                 backend: str = "torch", near: float = 0.01, tile: int = 16, seed: int = 0, regions=None,
+                 region_att_hidden: int = 32):
         super().__init__(cond_dim)
+        self.declare_regions(regions)
         if backend not in ("torch", "gsplat"):
             raise LipspaceError(f"renderer.backend={backend!r}: 'torch' (pure PyTorch) or 'gsplat' (CUDA)")
         self.n_surface, self.n_fill, self.n_mouth, self.mouth_depth = n_surface, n_fill, n_mouth, mouth_depth
@@ -70,7 +83,8 @@ class GaussianRenderer(Rasteriser):
         if unknown:
             raise LipspaceError(f"renderer.lr_scale: unknown groups {sorted(unknown)}; groups: {sorted(LR_SCALE)}")
         self.densify_cfg = DensifyConfig(**(densify or {}))
-        self.face_field = DeformationField(cond_dim, 10, **(deform or {}))
+        att = {"regions": self.regions, "region_att_hidden": region_att_hidden} if self.regions else {}
+        self.face_field = DeformationField(cond_dim, 10, **(deform or {}), **att)
         self.mouth_field = DeformationField(cond_dim, 3, **{**MOUTH_DEFORM, **(mouth_deform or {})})
         for name, width in zip(PARAMS, (3, 3, 4, 3, 0)):
             self.register_parameter(name, nn.Parameter(torch.zeros(0, width) if width else torch.zeros(0)))
@@ -127,28 +141,39 @@ class GaussianRenderer(Rasteriser):
         self.stats.reset(self.n_gaussians, self.scene_center.device)
 
     # -- the Gaussians of each frame --------------------------------------------------------------------------
-    def deformed(self, cond: torch.Tensor | None, n_frames: int):
-        """Per-frame centres, log-scales, quaternions [F,N,*] under ``cond`` [F,C]."""
+    def deformed(self, cond: torch.Tensor | None, n_frames: int, gates: bool = False):
+        """Per-frame centres, log-scales, quaternions [F,N,*] under ``cond`` [F,C]; with ``gates`` also each
+        Gaussian's region gate magnitudes [N, n_regions] (0 for mouth Gaussians; None without regions)."""
         if self.n_gaussians == 0 or float(self.scene_radius) <= 0:
             raise LipspaceError("GaussianRenderer: no Gaussians yet; setup_scene(clip) initialises them from the "
                                 "dataset (the train task does this)")
         x01 = ((self.means.detach() - self.scene_center) / (2 * self.scene_radius) + 0.5).clamp(0, 1)
         off = self.means.new_zeros(n_frames, self.n_gaussians, 10)
+        mags = self.means.new_zeros(self.n_gaussians, len(self.regions)) if self.regions else None
         face = (~self.is_mouth).nonzero().squeeze(1)
         mouth = self.is_mouth.nonzero().squeeze(1)
         if len(face):
-            off = off.index_copy(1, face, self.face_field(x01[face], cond, n_frames))
+            f_off = self.face_field(x01[face], cond, n_frames)
+            if self.regions:
+                f_off, f_mags = f_off
+                mags = mags.index_copy(0, face, f_mags)
+            off = off.index_copy(1, face, f_off)
         if len(mouth):
             m = self.mouth_field(x01[mouth], cond, n_frames)
             off = off.index_copy(1, mouth, torch.cat([m, m.new_zeros(*m.shape[:2], 7)], -1))
-        return self.means + off[..., :3], self.log_scales + off[..., 3:6], self.quats + off[..., 6:]
+        out = self.means + off[..., :3], self.log_scales + off[..., 3:6], self.quats + off[..., 6:]
+        return (*out, mags) if gates else out
 
     def _draw(self, pose, intrinsics, hw, bg, cond) -> Outputs:
         if cond is not None and cond.shape[-1] != self.cond_dim:
             raise LipspaceError(f"GaussianRenderer built for cond_dim={self.cond_dim}, got {tuple(cond.shape)}")
         f = pose.shape[0]
-        means, log_scales, quats = self.deformed(cond, f)
+        means, log_scales, quats, mags = self.deformed(cond, f, gates=True)
         colours, opac = torch.sigmoid(self.colour_logits), torch.sigmoid(self.opacity_logits)
+        if mags is not None:  # the gate magnitudes ride along as extra colour channels, over a background of 0
+            colours = torch.cat([colours, mags], -1)
+            if bg is not None:
+                bg = torch.cat([bg, bg.new_zeros(*bg.shape[:-1], mags.shape[-1])], -1)
         if self.backend == "gsplat":
             from lipspace.renderers.gaussian.gsplat_backend import rasterise_gsplat
 
@@ -159,7 +184,10 @@ class GaussianRenderer(Rasteriser):
                 p.means2d.retain_grad()
                 self._last = (p.means2d, p.radii, p.visible, hw)
             out = rasterise(p.means2d, p.cov2d, p.depths, colours, opac, p.visible, hw, bg, self.tile)
-        return {"rgb": out["rgb"], "acc": out["alpha"], "depth": out["depth"]}
+        res = {"rgb": out["rgb"], "acc": out["alpha"], "depth": out["depth"]}
+        if mags is not None:
+            res["rgb"], res["region_att"] = out["rgb"][..., :3], out["rgb"][..., 3:]
+        return res
 
     def render(self, batch: dict, cond: torch.Tensor) -> Outputs:
         dev = self.means.device
