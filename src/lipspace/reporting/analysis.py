@@ -41,13 +41,14 @@ def clip_length_table(df: pd.DataFrame, metric: str, subset: str | Callable = "h
 
 
 def spaces_table(df: pd.DataFrame, metrics: Iterable[str], subset: str | Callable = "all",
-                 level: float = 0.95, digits: int = 3) -> pd.DataFrame:
-    """Table-I style: rows conditioner × renderer, one column per metric ("mean ± CI"); "n/a" if unavailable.
+                 level: float = 0.95, digits: int = 3, by: Sequence[str] = ("conditioner", "renderer")) -> pd.DataFrame:
+    """Table-I style: rows conditioner × renderer (or the columns ``by``), one column per metric ("mean ± CI");
+    "n/a" if unavailable.
 
     ``table.attrs["unavailable"]`` maps each metric that could not be summarised to the reason; if none can be,
     MetricUnavailable is raised."""
     rows, metrics, cols, missing = subset_rows(df, subset), list(metrics), {}, {}
-    by = [k for k in ("conditioner", "renderer") if k in rows]
+    by = [k for k in by if k in rows]
     for m in metrics:
         try:
             s = mean_ci(rows, by, m, level)

@@ -1,0 +1,48 @@
+"""The renderer-part study tables: ablation rows labelled by their components, ordered as SSP-NeRF's Table 2 with
+its PSNR beside them; torso-option rows per preset, the ground-truth torso first."""
+
+import pandas as pd
+
+from lipspace.reporting.components import ablation_table, ssp_variant, tables_markdown, torso_table
+from lipspace.reporting.results_stats import load_results
+
+
+def _rows(tmp_path, records):
+    path = tmp_path / "results.csv"
+    pd.DataFrame(records).to_csv(path, index=False)
+    return load_results(path)  # through the CSV: booleans come back as the table holds them
+
+
+def _ssp(seed, deform=True, semantic=0.04, sampling="semantic", codes=16, psnr=30.0):
+    return {"run_dir": f"r_{deform}_{semantic}_{sampling}_{codes}_{seed}", "study": "ssp_ablation",
+            "conditioner": "deepspeech", "renderer": "triplane", "experiment": "sspnerf", "seed": seed,
+            "dataset": "/data/synthetic_128px_20s_seed0", "status": "ok", "eval_set": "test_tail", "driver": "audio",
+            "torso": "deform", "torso_deform": deform, "semantic_weight": semantic, "sampling": sampling,
+            "latent_codes": codes, "psnr": psnr + seed, "ssim": 0.9}
+
+
+def test_ablation_rows_are_labelled_by_their_components_in_the_papers_order(tmp_path):
+    df = _rows(tmp_path, [_ssp(s, **kw) for s in (0, 1) for kw in (
+        {}, {"deform": False, "psnr": 28.0}, {"semantic": 0.0}, {"sampling": "head_fraction"}, {"codes": 0},
+        {"codes": 0, "deform": False})])
+    labels = set(ssp_variant(df))
+    assert labels == {"full", "w/o deformation", "w/o semantic branch", "w/o dynamic sampling", "w/o 3-D codes",
+                      "w/o deformation + 3-D codes"}
+    table = ablation_table(df, ["psnr", "ssim"])
+    variants = [v for _, v in table.index]
+    assert variants[:5] == ["full", "w/o deformation", "w/o semantic branch", "w/o dynamic sampling",
+                            "w/o 3-D codes"]
+    assert table.loc[("synthetic_128px_20s_seed0", "w/o deformation"), "PSNR ↑"].startswith("28.50 ± ")
+    assert table["paper PSNR"].iloc[0] == 32.79
+    assert "| full |" in tables_markdown("ablation", table).replace("synthetic_128px_20s_seed0 | ", "")
+
+
+def test_torso_table_puts_presets_in_paper_order_gt_first(tmp_path):
+    recs = []
+    for preset, own in (("sspnerf", "deform"), ("adnerf", "nerf"), ("lipnerf", "gt")):
+        for torso in {own, "gt"}:
+            recs.append({**_ssp(0), "run_dir": f"{preset}_{torso}", "experiment": preset, "torso": torso,
+                         "psnr": 30.0 if torso == "gt" else 29.0})
+    table = torso_table(_rows(tmp_path, recs), ["psnr"])
+    assert list(table.index) == [("lipnerf", "gt"), ("adnerf", "gt"), ("adnerf", "nerf"), ("sspnerf", "gt"),
+                                 ("sspnerf", "deform")]
