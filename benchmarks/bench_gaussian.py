@@ -32,7 +32,6 @@ not a measurement.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -49,7 +48,8 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_triplane import Probe, _sync, render_fps, time_to, warm_up_encoding  # noqa: E402  (the same protocol)
+from bench_renderer import cpu_model  # noqa: E402
+from bench_triplane import _sync, fit_with_probe, render_fps, time_to  # noqa: E402  (the same protocol)
 
 FULL = dict(mlp_steps=600, triplane_steps=600, gaussian_steps=600, probe_every=100, triplane_probe_every=10,
             gaussian_probe_every=10, probe_frames=4, sizes=[128, 256, 512], goal_repeats=10)
@@ -60,12 +60,7 @@ LABEL = {"mlp": "MLP", "triplane": "tri-plane", "gaussian": "Gaussian"}
 
 
 def machine() -> dict:
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     info = {"cpu": model, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -107,18 +102,10 @@ def train_curve(renderer: str, steps: int, every: int, n_frames: int, downscale:
                 device: str):
     """bench_triplane.train_curve, for either batch kind: (system, dm, curve, pixels/s, compile s, Gaussians at
     the start)."""
-    from lipspace.data.sampling import frame_inputs
-
     cfg = compose(renderer, extra, steps)
     system, dm = build(cfg)
     n0 = getattr(system.renderer, "n_gaussians", None)
-    compile_s = warm_up_encoding(system.renderer.to(device))
-    test = dm.split.test[np.linspace(0, len(dm.split.test) - 1, n_frames).round().astype(int)]
-    probe = Probe(dm.clip, test, frame_inputs(dm.clip, test, dm.inputs), every, downscale)
-    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, callbacks=[probe],
-                        limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="gpu" if device == "cuda" else "cpu", devices=1)
-    trainer.fit(system, datamodule=dm)
+    probe, compile_s = fit_with_probe(system, dm, steps, every, n_frames, downscale, device)
     return system, dm, probe.curve, steps * pixels_per_step(system, dm, cfg) / probe.train_s, compile_s, n0
 
 

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_renderer import BenchConfig, LipspaceStep, OtherLoad, random_batch
+from bench_renderer import BenchConfig, LipspaceStep, OtherLoad, cpu_model, random_batch
 
 ADNERF_URL = "https://github.com/YudongGuo/AD-NeRF"
 NERFSTUDIO_URL = "https://github.com/nerfstudio-project/nerfstudio"
@@ -262,12 +262,7 @@ def interleaved(runners: dict[str, object], rounds: int, warmup: int = 1, log=lo
 
 
 def machine_line() -> str:
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
             f"Python {platform.python_version()}, {now}")

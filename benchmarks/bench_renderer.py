@@ -262,6 +262,18 @@ class OtherLoad:
         return max(0.0, ((b1 - b0) - (p1 - p0)) / (w1 - w0))
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what platform reports: the label of every absolute time."""
+    import platform
+    from pathlib import Path
+
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def random_batch(cfg: BenchConfig, seed: int):
     """Random rays through a unit-ish volume, a per-ray condition with grad, background and target colours."""
     g = torch.Generator().manual_seed(seed)

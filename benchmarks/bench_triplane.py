@@ -69,7 +69,6 @@ def train_curve(renderer: str, steps: int, every: int, n_frames: int, downscale:
     import tempfile
 
     from lipspace.utils.config import compose_train
-    from lipspace.data.sampling import frame_inputs
     from lipspace.model.build import build_system
 
     cfg = compose_train([f"renderer={renderer}", "budget=tiny", f"trainer.max_steps={steps}", "logger=none",
@@ -78,6 +77,16 @@ def train_curve(renderer: str, steps: int, every: int, n_frames: int, downscale:
     dm = instantiate(cfg.data)
     dm.load()
     system = build_system(cfg, dm, None)
+    probe, compile_s = fit_with_probe(system, dm, steps, every, n_frames, downscale, device)
+    rays = steps * int(cfg.data.rays_per_batch) / probe.train_s
+    return system, dm, probe.curve, rays, compile_s
+
+
+def fit_with_probe(system, dm, steps: int, every: int, n_frames: int, downscale: int, device: str = "cpu"):
+    """Train ``system`` ``steps`` steps, the held-out PSNR of ``n_frames`` tail frames probed every ``every`` steps
+    (training time excludes the probes and the encoding's compilation) -> (probe, compile seconds)."""
+    from lipspace.data.sampling import frame_inputs
+
     compile_s = warm_up_encoding(system.renderer.to(device))
     test = dm.split.test[np.linspace(0, len(dm.split.test) - 1, n_frames).round().astype(int)]
     probe = Probe(dm.clip, test, frame_inputs(dm.clip, test, dm.inputs), every, downscale)
@@ -85,8 +94,7 @@ def train_curve(renderer: str, steps: int, every: int, n_frames: int, downscale:
                         limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="gpu" if device == "cuda" else "cpu", devices=1)
     trainer.fit(system, datamodule=dm)
-    rays = steps * int(cfg.data.rays_per_batch) / probe.train_s
-    return system, dm, probe.curve, rays, compile_s
+    return probe, compile_s
 
 
 def warm_up_encoding(renderer) -> float:
