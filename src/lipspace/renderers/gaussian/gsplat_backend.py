@@ -27,8 +27,8 @@ def _gsplat():
         import gsplat
     except ImportError as e:
         raise LipspaceError("renderer.backend=gsplat needs the gsplat package (CUDA kernels for Gaussian splatting): "
-                            "`pip install gsplat` on a CUDA machine, or use renderer.backend=torch (pure PyTorch, "
-                            "CPU or GPU)") from e
+                            "`pip install 'lipspace[gsplat]'` (or gsplat) on a CUDA machine, or use "
+                            "renderer.backend=torch (pure PyTorch, CPU or GPU)") from e
     if not torch.cuda.is_available():
         raise LipspaceError("renderer.backend=gsplat runs on CUDA only and no CUDA device is available; use "
                             "renderer.backend=torch")
