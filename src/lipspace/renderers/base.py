@@ -150,12 +150,14 @@ class VolumeRenderer(Renderer):
     def forward(self, rays_o, rays_d, near, far, cond, bg) -> Outputs:
         """rays_o / rays_d [R,3] (unit d), near / far [R], cond [R,C], bg [R,3] -> rgb [R,3], depth, acc [R], ..."""
 
-    def render_chunked(self, rays_o, rays_d, near, far, cond, bg) -> Outputs:
-        """:meth:`forward` without grad in chunks of ``self.eval_chunk_rays`` rays."""
+    def render_chunked(self, rays_o, rays_d, near, far, cond, bg, *per_ray) -> Outputs:
+        """:meth:`forward` without grad in chunks of ``self.eval_chunk_rays`` rays; ``per_ray``: further per-ray
+        tensors a wrapper's forward takes after ``bg`` (e.g. each ray's pose), chunked alike."""
         n, step = rays_o.shape[0], self.eval_chunk_rays
         with torch.no_grad():
             chunks = [self(rays_o[s:s + step], rays_d[s:s + step], near[s:s + step], far[s:s + step],
-                           None if cond is None else cond[s:s + step], bg[s:s + step]) for s in range(0, n, step)]
+                           None if cond is None else cond[s:s + step], bg[s:s + step],
+                           *(t[s:s + step] for t in per_ray)) for s in range(0, n, step)]
         return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
 
     def render(self, batch: dict, cond: torch.Tensor) -> Outputs:

@@ -34,7 +34,7 @@ from lipspace.renderers.base import Outputs, Renderer, VolumeRenderer
 from lipspace.renderers.encodings import PositionalEncoding
 from lipspace.renderers.fields.scene import SCENE_COLUMNS, SceneField
 from lipspace.renderers.structured_codes import StructuredCodes
-from lipspace.renderers.torso import POSE_FEATURES, pose_normalisation, standardised_pose
+from lipspace.renderers.torso import POSE_FEATURES, pose_normalisation, standardised_pose, wrapped_param_groups
 from lipspace.utils.errors import LipspaceError
 
 
@@ -180,12 +180,7 @@ class TorsoDeform(VolumeRenderer):
         self.scene.set_scene(clip.n_frames, clip.sphere("head_bounds"), self.head.field_affine(), clip.face_points)
 
     def param_groups(self, lr: float) -> list[dict]:
-        groups, own = self.head.param_groups(lr), list(self.scene.parameters())
-        if self.lr is not None:
-            return [{"params": own, "lr": self.lr}, *(groups or [{"params": list(self.head.parameters()), "lr": lr}])]
-        if not groups:
-            return []
-        return [*groups[:-1], {**groups[-1], "params": list(groups[-1]["params"]) + own}]
+        return wrapped_param_groups(self.head, list(self.scene.parameters()), self.lr, lr)
 
     def on_train_step(self, step: int) -> None:
         self.head.on_train_step(step)
@@ -202,14 +197,6 @@ class TorsoDeform(VolumeRenderer):
         scene = self.columns(frame, pose)
         cond = scene if cond is None else torch.cat([cond, scene], -1)
         return self.head(rays_o, rays_d, near, far, cond, bg)
-
-    def render_chunked(self, rays_o, rays_d, near, far, cond, bg, frame=None, pose=None) -> Outputs:
-        n, step = rays_o.shape[0], self.eval_chunk_rays
-        with torch.no_grad():
-            chunks = [self(rays_o[s:s + step], rays_d[s:s + step], near[s:s + step], far[s:s + step],
-                           None if cond is None else cond[s:s + step], bg[s:s + step], frame[s:s + step],
-                           pose[s:s + step]) for s in range(0, n, step)]
-        return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
 
     def render(self, batch: dict, cond: torch.Tensor) -> Outputs:
         rf = batch["ray_frame"]

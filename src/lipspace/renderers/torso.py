@@ -75,6 +75,17 @@ def pose_normalisation(poses: torch.Tensor, radius: float):
     return rot, raw.mean(0), torch.maximum(spread, floor)
 
 
+def wrapped_param_groups(head: Renderer, own: list, own_lr: float | None, lr: float) -> list[dict]:
+    """Optimiser groups of a renderer wrapping ``head`` with parameters ``own`` of its own: ``own`` at ``own_lr``
+    (when set) first, then the head's groups (all its parameters at ``lr`` when it has none); with ``own_lr`` None,
+    ``own`` joins the head's last group, and [] (every parameter at ``lr``) when the head has no groups."""
+    groups = head.param_groups(lr)
+    if own_lr is not None:
+        return [{"params": own, "lr": own_lr}, *(groups or [{"params": list(head.parameters()), "lr": lr}])]
+    if not groups:
+        return []
+    return [*groups[:-1], {**groups[-1], "params": list(groups[-1]["params"]) + own}]
+
 class TorsoComposite(VolumeRenderer):
     """A head ray renderer (any :class:`VolumeRenderer`, built from its partial at the conditioner's width) over
     AD-NeRF's torso NeRF (one stratified pass through a small conditioned field, e.g. MLPField) over the background.
@@ -168,13 +179,7 @@ class TorsoComposite(VolumeRenderer):
         """The torso field at its own ``self.lr`` (when set) first, then the head's groups (all its parameters at
         ``lr`` when it has none), the torso's parameters joining the last one when ``self.lr`` is None; [] (every
         parameter at ``lr``) when neither has a rate of its own."""
-        groups = self.head.param_groups(lr)
-        torso = list(self.torso.parameters())
-        if self.lr is not None:
-            return [{"params": torso, "lr": self.lr}, *(groups or [{"params": list(self.head.parameters()), "lr": lr}])]
-        if not groups:
-            return []
-        return [*groups[:-1], {**groups[-1], "params": list(groups[-1]["params"]) + torso}]
+        return wrapped_param_groups(self.head, list(self.torso.parameters()), self.lr, lr)
 
     def on_train_step(self, step: int) -> None:
         """The head's step hook; the step also selects AD-NeRF's stage of the next training batch."""
@@ -208,14 +213,6 @@ class TorsoComposite(VolumeRenderer):
         out = self.head(rays_o, rays_d, near, far, cond, torso["rgb"])
         out["torso_acc"] = torso["acc"]
         return out
-
-    def render_chunked(self, rays_o, rays_d, near, far, cond, bg, pose=None) -> Outputs:
-        n, step = rays_o.shape[0], self.eval_chunk_rays
-        with torch.no_grad():
-            chunks = [self(rays_o[s:s + step], rays_d[s:s + step], near[s:s + step], far[s:s + step],
-                           None if cond is None else cond[s:s + step], bg[s:s + step], pose[s:s + step])
-                      for s in range(0, n, step)]
-        return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
 
     def render(self, batch: dict, cond: torch.Tensor) -> Outputs:
         """A training batch, in AD-NeRF's stage of the current step (head stage, then torso stage)."""
