@@ -15,8 +15,10 @@ TINY = ["debug=fast", "logger=csv", "trainer.enable_progress_bar=false", "ave.st
 
 
 # torso options other than torso=gt checked on some preset x renderer pairs (the presets' own: adnerf, dfanerf,
-# synctalk nerf; sspnerf deform, a ray-renderer option with its parsing branch and dynamic sampling)
-TORSO = {"nerf": [("adnerf", "triplane")], "deform": [("sspnerf", "triplane"), ("sspnerf", "mlp")]}
+# synctalk nerf, on a ray renderer and on the Gaussian one; sspnerf deform, a ray-renderer option with its parsing
+# branch and dynamic sampling)
+TORSO = {"nerf": [("adnerf", "triplane"), ("adnerf", "gaussian")],
+         "deform": [("sspnerf", "triplane"), ("sspnerf", "mlp")]}
 
 
 @pytest.mark.parametrize("renderer", RENDERERS)

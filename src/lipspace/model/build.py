@@ -64,8 +64,10 @@ def build_system(cfg: DictConfig, datamodule, output_dir: Path | None = None, pr
 def build_renderer(cfg: DictConfig):
     """The configured renderer (a partial: the system builds it at the conditioner's width), wrapped by the torso
     option's compositing renderer when the option declares one (``torso.composite``, e.g. torso=nerf: AD-NeRF's torso
-    NeRF under the head renderer), its field first wrapped by the option's ``torso.field_wrapper`` when it declares
-    one (torso=deform: SSP-NeRF's deformation module moves the points the field reads)."""
+    NeRF under the head renderer; ``torso.composite_for`` maps the head's declared ``batch_kind`` to settings merged
+    into it, e.g. the compositor's class, where an option has one compositor per kind), its field first wrapped by
+    the option's ``torso.field_wrapper`` when it declares one (torso=deform: SSP-NeRF's deformation module moves the
+    points the field reads)."""
     torso = cfg.get("torso") or {}
     wrapper = torso.get("field_wrapper")
     if wrapper is None:
@@ -78,7 +80,22 @@ def build_renderer(cfg: DictConfig):
     else:  # the option's wrapper around the configured field (torso=deform: SSP-NeRF's deformation module)
         renderer = _instantiate(cfg.renderer, field=_instantiate(wrapper, inner=_instantiate(cfg.renderer.field)))
     composite = torso.get("composite")
-    return renderer if composite is None else _instantiate(composite, head=renderer)
+    if composite is None:
+        return renderer
+    by_kind = torso.get("composite_for")  # the option's compositor settings for each batch kind of head renderer
+    if by_kind is not None:
+        from omegaconf import OmegaConf
+
+        from lipspace.model.regions import renderer_class
+        from lipspace.utils.errors import LipspaceError
+
+        kind = renderer_class(renderer).batch_kind
+        if kind not in by_kind:
+            raise LipspaceError(f"torso={torso_option(cfg)} has no compositor for renderers drawing "
+                                f"batch_kind '{kind}' ({cfg.renderer._target_}); it has {sorted(by_kind)}: use "
+                                "torso=gt or another renderer")
+        return _instantiate(composite, head=renderer, **OmegaConf.to_container(by_kind[kind], resolve=True))
+    return _instantiate(composite, head=renderer)
 
 
 def torso_option(cfg: DictConfig) -> str:

@@ -86,52 +86,34 @@ def wrapped_param_groups(head: Renderer, own: list, own_lr: float | None, lr: fl
         return []
     return [*groups[:-1], {**groups[-1], "params": list(groups[-1]["params"]) + own}]
 
-class TorsoComposite(VolumeRenderer):
-    """A head ray renderer (any :class:`VolumeRenderer`, built from its partial at the conditioner's width) over
-    AD-NeRF's torso NeRF (one stratified pass through a small conditioned field, e.g. MLPField) over the background.
+class TorsoNeRF:
+    """AD-NeRF's torso NeRF around a head renderer ``self.head``: the part the ray and the image compositors share
+    (a mixin of a :class:`Renderer` subclass; ``_init_torso`` in its constructor). It owns the torso field
+    (``self.torso``), the head pose's encoding, the torso's sphere, camera-space box and pose normalisation (set from
+    the clip by :meth:`setup_scene`), AD-NeRF's two training stages (:meth:`in_head_stage`,
+    :meth:`in_frozen_torso_stage`) and :meth:`render_torso`, the torso over a background along head-space rays."""
 
-    Declarations: region attention and the parsing branch are the head's (passed through: the regions go to the head;
-    ``semantic`` logits are the head's, whose background logit covers torso and background alike); no fused backward.
-    ``param_groups``, ``on_train_step`` and ``setup_scene`` forward to the head (the torso's parameters join the
-    head's last group; ``setup_scene`` also sets the torso's box and pose normalisation from the clip)."""
+    head_kind: ClassVar[type[Renderer]] = Renderer  # the head renderers the compositor wraps
 
-    supports_regions: ClassVar[bool] = True
-    supports_semantic: ClassVar[bool] = True
-
-    def __init__(self, head: Callable[..., VolumeRenderer] | VolumeRenderer, torso_field: Callable[..., nn.Module],
-                 cond_dim: int, n_samples: int = 32, perturb: bool = True, pose_freqs: int = 2,
-                 torso_code: bool = True, detach_code: bool = True, head_stage: float = 0.0,
-                 total_steps: int | None = None, head_stage_classes=(9,), freeze_head: bool = True,
-                 lr: float | None = None, regions=None):
-        """``head``: the head renderer's partial (built here with ``cond_dim`` and ``regions``) or a built one;
-        ``torso_field``: builds the torso field ``torso_field(cond_dim=...)`` -> module ``(points [R,S,3] in [-1,1],
-        dirs [R,3], cond [R,C]) -> (rgb, sigma)``; ``n_samples``: torso samples per ray (+ the background sample);
-        ``pose_freqs``: frequencies of the head pose's positional encoding; ``torso_code``: the conditioner's code
-        joins the torso's condition (``detach_code``: without a gradient back into the conditioner).
-
-        AD-NeRF's stages: the first ``head_stage`` x ``total_steps`` training steps are its head stage, the head alone
-        composited over the ground-truth pixels of ``head_stage_classes`` (9 = torso; each training ray's
-        ``ray_class`` and ``target``), as torso=gt trains it; the rest is its torso stage, the torso NeRF trained under
-        the head, which is fixed when ``freeze_head`` (no gradient to the head or, with ``detach_code``, the
-        conditioner). ``head_stage`` 0: head and torso trained together from the first step. Rendering outside
-        training is always the composite. ``lr``: the torso field's learning rate (None: the head's last group's)."""
-        super().__init__(cond_dim)
+    def _init_torso(self, head, torso_field, cond_dim: int, n_samples: int, perturb: bool, pose_freqs: int,
+                    torso_code: bool, detach_code: bool, head_stage: float, total_steps: int | None,
+                    head_stage_classes, freeze_head: bool, lr: float | None, regions) -> None:
+        name = type(self).__name__
         if not isinstance(head, Renderer):
             head = head(cond_dim=cond_dim, regions=regions) if regions else head(cond_dim=cond_dim)
         elif regions and not head.regions:
-            raise LipspaceError("TorsoComposite: a built head renderer must carry the regions itself")
-        if not isinstance(head, VolumeRenderer):
-            raise LipspaceError(f"TorsoComposite wraps ray renderers (VolumeRenderer); {type(head).__name__} draws "
-                                "whole images (batch_kind='images')")
+            raise LipspaceError(f"{name}: a built head renderer must carry the regions itself")
+        if not isinstance(head, self.head_kind):
+            raise LipspaceError(f"{name} wraps renderers of batch_kind '{self.batch_kind}' ({self.head_kind.__name__});"
+                                f" {type(head).__name__} has batch_kind '{head.batch_kind}'")
         if n_samples < 2:
-            raise LipspaceError(f"TorsoComposite needs n_samples >= 2, got {n_samples}")
+            raise LipspaceError(f"{name} needs n_samples >= 2, got {n_samples}")
         self.head = head
         self.regions, self.semantic_classes = head.regions, head.semantic_classes
-        self.eval_chunk_rays = head.eval_chunk_rays
         self.n_samples, self.perturb = int(n_samples), perturb
         self.torso_code, self.detach_code = bool(torso_code) and cond_dim > 0, detach_code
         if not 0.0 <= head_stage < 1.0 or (head_stage > 0 and not total_steps):
-            raise LipspaceError(f"TorsoComposite: head_stage={head_stage} must be in [0, 1), and > 0 needs total_steps "
+            raise LipspaceError(f"{name}: head_stage={head_stage} must be in [0, 1), and > 0 needs total_steps "
                                 f"(trainer.max_steps), got {total_steps}")
         self.head_steps = round(head_stage * total_steps) if head_stage > 0 else 0
         self.freeze_head, self._step, self.lr = bool(freeze_head), 0, lr
@@ -186,12 +168,21 @@ class TorsoComposite(VolumeRenderer):
         self._step = int(step)
         self.head.on_train_step(step)
 
-    # -- rendering ------------------------------------------------------------------------------------------------
+    def in_head_stage(self) -> bool:
+        """AD-NeRF's head stage (training only): the head alone over the ground-truth torso pixels."""
+        return self.training and self._step < self.head_steps
+
+    def in_frozen_torso_stage(self) -> bool:
+        """AD-NeRF's torso stage under a fixed head (training only, after a head stage, with ``freeze_head``)."""
+        return self.training and bool(self.head_steps) and self.freeze_head and self._step >= self.head_steps
+
+    # -- the torso ------------------------------------------------------------------------------------------------
     def render_torso(self, rays_o, rays_d, cond, bg, pose) -> Outputs:
         """The torso NeRF over ``bg`` along head-space rays of frames with head -> camera ``pose`` [R,4,4] ->
         rgb (C_torso + (1 - A_torso) bg) [R,3], acc [R]."""
         if float((self.box_hi - self.box_lo).min()) <= 0:
-            raise LipspaceError("TorsoComposite: the torso box is not set (setup_scene(clip); the train task does it)")
+            raise LipspaceError(f"{type(self).__name__}: the torso box is not set (setup_scene(clip); the train task "
+                                "does it)")
         near, far, _ = sphere_near_far(rays_o, rays_d, self.sphere_center, float(self.sphere_radius))
         o, d = rays_to_camera(rays_o, rays_d, pose)
         t_vals = stratified_samples(near, far, self.n_samples + 1, self.perturb and self.training)
@@ -204,6 +195,43 @@ class TorsoComposite(VolumeRenderer):
         out = composite_real(rgb, sigma, t_vals, bg)
         return {"rgb": out["rgb"], "acc": out["acc"]}
 
+
+class TorsoComposite(TorsoNeRF, VolumeRenderer):
+    """A head ray renderer (any :class:`VolumeRenderer`, built from its partial at the conditioner's width) over
+    AD-NeRF's torso NeRF (one stratified pass through a small conditioned field, e.g. MLPField) over the background.
+
+    Declarations: region attention and the parsing branch are the head's (passed through: the regions go to the head;
+    ``semantic`` logits are the head's, whose background logit covers torso and background alike); no fused backward.
+    ``param_groups``, ``on_train_step`` and ``setup_scene`` forward to the head (the torso's parameters join the
+    head's last group; ``setup_scene`` also sets the torso's box and pose normalisation from the clip)."""
+
+    supports_regions: ClassVar[bool] = True
+    supports_semantic: ClassVar[bool] = True
+    head_kind: ClassVar[type[Renderer]] = VolumeRenderer
+
+    def __init__(self, head: Callable[..., VolumeRenderer] | VolumeRenderer, torso_field: Callable[..., nn.Module],
+                 cond_dim: int, n_samples: int = 32, perturb: bool = True, pose_freqs: int = 2,
+                 torso_code: bool = True, detach_code: bool = True, head_stage: float = 0.0,
+                 total_steps: int | None = None, head_stage_classes=(9,), freeze_head: bool = True,
+                 lr: float | None = None, regions=None):
+        """``head``: the head renderer's partial (built here with ``cond_dim`` and ``regions``) or a built one;
+        ``torso_field``: builds the torso field ``torso_field(cond_dim=...)`` -> module ``(points [R,S,3] in [-1,1],
+        dirs [R,3], cond [R,C]) -> (rgb, sigma)``; ``n_samples``: torso samples per ray (+ the background sample);
+        ``pose_freqs``: frequencies of the head pose's positional encoding; ``torso_code``: the conditioner's code
+        joins the torso's condition (``detach_code``: without a gradient back into the conditioner).
+
+        AD-NeRF's stages: the first ``head_stage`` x ``total_steps`` training steps are its head stage, the head alone
+        composited over the ground-truth pixels of ``head_stage_classes`` (9 = torso; each training ray's
+        ``ray_class`` and ``target``), as torso=gt trains it; the rest is its torso stage, the torso NeRF trained under
+        the head, which is fixed when ``freeze_head`` (no gradient to the head or, with ``detach_code``, the
+        conditioner). ``head_stage`` 0: head and torso trained together from the first step. Rendering outside
+        training is always the composite. ``lr``: the torso field's learning rate (None: the head's last group's)."""
+        super().__init__(cond_dim)
+        self._init_torso(head, torso_field, cond_dim, n_samples, perturb, pose_freqs, torso_code, detach_code,
+                         head_stage, total_steps, head_stage_classes, freeze_head, lr, regions)
+        self.eval_chunk_rays = self.head.eval_chunk_rays
+
+    # -- rendering ------------------------------------------------------------------------------------------------
     def forward(self, rays_o, rays_d, near, far, cond, bg, pose=None) -> Outputs:
         """As every ray renderer, plus each ray's head -> camera ``pose`` [R,4,4] (required): the head's outputs, its
         colours composited over the torso over ``bg``, plus ``torso_acc`` [R] (the torso's opacity)."""
@@ -217,11 +245,11 @@ class TorsoComposite(VolumeRenderer):
     def render(self, batch: dict, cond: torch.Tensor) -> Outputs:
         """A training batch, in AD-NeRF's stage of the current step (head stage, then torso stage)."""
         rays = (batch["rays_o"], batch["rays_d"], batch["near"], batch["far"], cond)
-        if self.training and self._step < self.head_steps:  # head stage: the head over the ground-truth torso
+        if self.in_head_stage():  # the head over the ground-truth torso
             gt = torch.isin(batch["ray_class"].long(), self.head_stage_classes)[:, None]
             return self.head(*rays, torch.where(gt, batch["target"], batch["bg"]))
         pose = batch["pose"][batch["ray_frame"]]
-        if not (self.training and self.head_steps and self.freeze_head):
+        if not self.in_frozen_torso_stage():
             return self(*rays, batch["bg"], pose)
         # torso stage under the fixed head: its colours over black are its samples' part, 1 - acc what it lets through
         torso = self.render_torso(batch["rays_o"], batch["rays_d"], cond, batch["bg"], pose)
