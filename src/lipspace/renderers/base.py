@@ -47,6 +47,9 @@ class Renderer(nn.Module, abc.ABC):
       ``semantic_coarse``) [R, K] logits, composited with the colour's weights, to its outputs (the system's
       cross-entropy against ``ray_class``, ``model.semantic_weight``), and :meth:`render_parsing` draws the class map
       of a whole frame. ``self.semantic_classes`` is 0 when the branch is off (always, without the declaration).
+    - ``supports_ddp``: its parameters keep their shapes during training, so DDP can bucket and all-reduce them
+      (default). False (Gaussian densification resizes them; each rank would densify differently): one process
+      only, and the train task refuses a multi-process trainer (``trainer=ddp``) before building anything.
 
     Required: :meth:`render` (training) and :meth:`render_frame` (validation). Optional, with no-op defaults:
     :meth:`param_groups` (nerfstudio's ``get_param_groups``), :meth:`on_train_step` (the one per-step hook, as
@@ -59,6 +62,7 @@ class Renderer(nn.Module, abc.ABC):
     supports_fused_backward: ClassVar[bool] = False
     supports_regions: ClassVar[bool] = False
     supports_semantic: ClassVar[bool] = False
+    supports_ddp: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -54,6 +54,7 @@ class TorsoImageComposite(TorsoNeRF, Rasteriser):
     reset)."""
 
     supports_regions: ClassVar[bool] = True
+    supports_ddp: ClassVar[bool] = False  # the rasterisers it wraps (Gaussians) resize their parameters
     head_kind: ClassVar[type[Renderer]] = Rasteriser
 
     def __init__(self, head: Callable[..., Rasteriser] | Rasteriser, torso_field: Callable[..., nn.Module],

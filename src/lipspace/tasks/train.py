@@ -94,6 +94,23 @@ _IGNORED_WARNINGS = (".*IterableDataset.*has .__len__. defined.*", "Using ModelC
                      r".*module\(s\) in eval mode.*")  # conditioners freeze pre-trained parts in eval mode
 
 
+def check_distributed(cfg: DictConfig, world_size: int) -> None:
+    """Refuse a multi-process run (``world_size`` > 1: trainer=ddp) of a renderer that declares it cannot be
+    trained by DDP (``Renderer.supports_ddp``), before anything is built or prepared."""
+    if world_size <= 1:
+        return
+    from lipspace.model.build import build_renderer
+    from lipspace.model.regions import renderer_class
+    from lipspace.utils.errors import LipspaceError
+
+    cls = renderer_class(build_renderer(cfg))
+    if not cls.supports_ddp:
+        raise LipspaceError(f"renderer {cls.__name__} cannot be trained by {world_size} DDP processes (its "
+                            "parameters change size during training: Gaussian densification); train it in one "
+                            "process (trainer=cpu or trainer=gpu, devices=1) or sweep runs in parallel instead "
+                            "(hydra/launcher=joblib or submitit_slurm)")
+
+
 def train(cfg: DictConfig, output_dir: str | Path, choices: dict | None = None) -> dict:
     """Fit one model; returns the final logged metrics. Writes run.json + config.yaml into ``output_dir``."""
     for pattern in _IGNORED_WARNINGS:
@@ -106,13 +123,14 @@ def train(cfg: DictConfig, output_dir: str | Path, choices: dict | None = None) 
     (out / "run.json").write_text(json.dumps(info, indent=2))
     OmegaConf.save(cfg, out / "config.yaml", resolve=True)
 
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    check_distributed(cfg, trainer.world_size)
     datamodule = instantiate(cfg.data)
     datamodule.load()
     system = build_system(cfg, datamodule, out)
     prepared = write_prepare_info(system.conditioner, out)
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     hparams = {**OmegaConf.to_container(cfg, resolve=True), "run": info}
     for lg in loggers:
         lg.log_hyperparams(hparams)

@@ -66,6 +66,7 @@ class GaussianRenderer(Rasteriser):
     [F,h,w,n_regions] when built with regions)."""
 
     supports_regions: ClassVar[bool] = True
+    supports_ddp: ClassVar[bool] = False  # densification resizes the parameters
 
     def __init__(self, cond_dim: int, n_surface: int = 4000, n_fill: int = 2000, n_mouth: int = 500,
                  mouth_depth: float = 0.3, init_opacity: float = 0.1, deform: dict | None = None,
