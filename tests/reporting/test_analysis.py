@@ -204,6 +204,7 @@ def _text_outputs(nb) -> str:
       "deepspeech / may: driven by audio beats the still frame on PSNR and mouth PSNR: no (0/2",
       "blendshape_av / may: driven by audio beats the still frame on PSNR and mouth PSNR: yes (PSNR",
       "beats the still frame on both: 7 of 8 space × clip pairs",
+      "(the issue's criterion): 7 of 8 pairs with that measure",
       "local LSE scored on sequences the sync expert trained on: 0 row(s)"]),
 ])
 def test_notebook_runs_on_a_results_table(name, write, expected, tmp_path, kernel_env):
@@ -263,8 +264,10 @@ def _real_rows() -> pd.DataFrame:
             lip_open_corr=0.5, lip_audio_corr=0.2, lip_audio_corr_gt=0.3),
         row("expression", "obama", 1, "test_tail", "tracked_inputs", psnr=32.0, mouth_psnr=28.0, **still, lmd=3.0,
             lip_open_corr=0.7, lip_audio_corr=0.3, lip_audio_corr_gt=0.3),
-        row("expression", "obama", 0, "test_tail", "audio", psnr=26.0, mouth_psnr=25.0, **still),  # beats
-        row("expression", "obama", 1, "test_tail", "audio", psnr=24.0, mouth_psnr=23.0, **still),  # does not
+        row("expression", "obama", 0, "test_tail", "audio", psnr=26.0, mouth_psnr=25.0, **still,  # beats
+            lip_open_corr=0.4),
+        row("expression", "obama", 1, "test_tail", "audio", psnr=24.0, mouth_psnr=23.0, **still,  # does not
+            lip_open_corr=-0.1),
         row("expression", "obama", 0, "dub/dub_de_1", "audio", lse_d_local=7.0, lse_c_local=2.0, lip_audio_corr=0.1),
         row("expression", "obama", 1, "dub/dub_de_1", "audio", lse_d_local=8.0, lse_c_local=4.0),
         row("expression", "obama", 2, "test_tail", "audio", psnr=99.0, mouth_psnr=99.0, **still, status="failed"),
@@ -285,7 +288,8 @@ def test_real_clip_table_mean_std_over_seeds_and_the_still_frame_verdict():
     expected = pd.DataFrame(
         [[2, "31.00 ± 1.41", "27.00 ± 1.41", "25.00 ± 0.00", "24.00 ± 0.00", "yes (2/2 seeds)", "2.50 ± 0.71",
           "0.60 ± 0.14", na, na, "0.25 ± 0.07", "0.30 ± 0.00"],
-         [2, "25.00 ± 1.41", "24.00 ± 1.41", "25.00 ± 0.00", "24.00 ± 0.00", "no (1/2 seeds)", na, na, na, na, na, na],
+         [2, "25.00 ± 1.41", "24.00 ± 1.41", "25.00 ± 0.00", "24.00 ± 0.00", "no (1/2 seeds)", na, "0.15 ± 0.35", na,
+          na, na, na],
          [2, na, na, na, na, na, na, na, "7.50 ± 0.71", "3.00 ± 1.41", "0.10", na],
          [1, "27.00", "25.00", "25.00", "24.00", "yes", na, na, na, na, na, na],
          [1, na, na, na, na, na, na, na, na, na, "-0.05", na],
@@ -307,6 +311,11 @@ def test_real_clip_table_mean_std_over_seeds_and_the_still_frame_verdict():
     assert list(verdict["n"]) == [2, 1, 0, 1]
     np.testing.assert_allclose(verdict["PSNR gain"], [0.0, 2.0, np.nan, 1.0])
     np.testing.assert_allclose(verdict["mouth PSNR gain"], [0.0, 1.0, np.nan, -2.0])
+    np.testing.assert_allclose(verdict["lip-opening corr."], [0.15, np.nan, np.nan, np.nan])
+    assert list(verdict["lip corr. > 0"]) == ["yes (1/2 seeds)", "n/a", "n/a", "n/a"]
+    assert list(verdict["all three"]) == ["no", "n/a", "n/a", "n/a"]  # PSNR gains not above 0 on the means
+    assert verdict["line"].iloc[0].endswith("n=2; lip-opening corr. with the ground truth +0.15, positive: yes (1/2 "
+                                            "seeds))")
     assert verdict["line"].iloc[1] == ("deepspeech / obama: driven by audio beats the still frame on PSNR and mouth "
                                        "PSNR: yes (PSNR +2.00 dB, mouth PSNR +1.00 dB over the still frame, n=1)")
     assert verdict["line"].iloc[2].endswith(": n/a (no audio-driven held-out tail row with PSNR, mouth PSNR and the "

@@ -21,6 +21,7 @@ TRACKED_DRIVERS = ("tracked_inputs", "oracle_inputs")  # the tail driven by its 
 BEATS = "beats still frame (PSNR and mouth PSNR)"
 _GAINS = ["psnr_over_baseline", "mouth_psnr_over_baseline"]
 _STILL = ["psnr", "mouth_psnr", "baseline_mean_frame_psnr", "baseline_mean_frame_mouth_psnr"]
+_LIP = "lip_open_corr"  # the issue's third condition: the mouth moves with the ground truth's (correlation > 0)
 
 
 def _real_order(table: pd.DataFrame) -> pd.DataFrame:
@@ -46,7 +47,8 @@ def real_clip_summary(df: pd.DataFrame, metrics: Sequence[str] = REAL_METRICS) -
     ``eval_set`` (``test_tail``, ``dub/...``) × ``driver``, over runs (seeds): ``n`` (runs), per metric ``<m>``
     (mean), ``<m>_std`` (NaN for one value) and ``<m>_n`` (runs with a value); ``beats``: PSNR and mouth PSNR both
     above the still frame's (means; NA without the four numbers), ``beats_runs`` / ``beats_of``: runs that beat it
-    on both / runs with the four numbers. Failed runs are left out; a missing metric gives NaN; ``clip`` is the
+    on both / runs with the four numbers; ``lip_pos_runs`` / ``lip_of``: runs whose lip-opening correlation with
+    the ground truth is positive / runs with one. Failed runs are left out; a missing metric gives NaN; ``clip`` is the
     dataset folder's name (:func:`clip_name`)."""
     d = ok(df)
     if "eval_set" not in d or "driver" not in d:
@@ -57,7 +59,7 @@ def real_clip_summary(df: pd.DataFrame, metrics: Sequence[str] = REAL_METRICS) -
     if d.empty:
         raise MetricUnavailable("no test_tail or dub/... rows in the results")
     metrics = list(dict.fromkeys(metrics))
-    need = list(dict.fromkeys([*metrics, *_GAINS, *_STILL]))
+    need = list(dict.fromkeys([*metrics, *_GAINS, *_STILL, _LIP]))
     by = ["conditioner", *(["renderer"] if "renderer" in d and d["renderer"].nunique() > 1 else []),
           "clip", "eval_set", "driver"]
     run_keys = list(dict.fromkeys([*by, *(k for k in RUN_KEYS if k in d)]))
@@ -65,11 +67,13 @@ def real_clip_summary(df: pd.DataFrame, metrics: Sequence[str] = REAL_METRICS) -
     runs = pd.concat([d[run_keys], num], axis=1).groupby(run_keys, dropna=False, sort=False)[need].mean()
     runs["_of"] = runs[_GAINS].notna().all(axis=1)
     runs["_beats"] = (runs[_GAINS] > 0).all(axis=1) & runs["_of"]
+    runs["_lip_of"], runs["_lip_pos"] = runs[_LIP].notna(), runs[_LIP] > 0
     g = runs.reset_index().groupby(by, dropna=False, sort=False)
     out = pd.DataFrame({"n": g.size()})
     for m in need:
         out[m], out[f"{m}_std"], out[f"{m}_n"] = g[m].mean(), g[m].std(), g[m].count()
     out["beats_runs"], out["beats_of"] = g["_beats"].sum().astype(int), g["_of"].sum().astype(int)
+    out["lip_pos_runs"], out["lip_of"] = g["_lip_pos"].sum().astype(int), g["_lip_of"].sum().astype(int)
     means_of = out[_STILL]
     beats = (means_of["psnr"] > means_of[_STILL[2]]) & (means_of["mouth_psnr"] > means_of[_STILL[3]])
     out["beats"] = beats.astype(object).where(means_of.notna().all(axis=1) & (out["beats_of"] > 0), pd.NA)
@@ -107,9 +111,12 @@ def real_clip_table(df: pd.DataFrame, metrics: Sequence[str] = REAL_METRICS, dig
 
 def still_frame_verdict(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     """Per space × clip: does the held-out tail driven by the clip's own audio (``test_tail``, driver ``audio``)
-    beat the still frame on PSNR and mouth PSNR? Columns ``PSNR gain`` / ``mouth PSNR gain`` (dB over the still
-    frame, mean over seeds), ``n`` (seeds with both), ``verdict`` ("yes"/"no", with k/n seeds when several; "n/a"
-    without such a row) and ``line``, the sentence to print."""
+    beat the still frame on PSNR and mouth PSNR, and does its mouth move with the ground truth's? Columns
+    ``PSNR gain`` / ``mouth PSNR gain`` (dB over the still frame, mean over seeds), ``n`` (seeds with both),
+    ``verdict`` ("yes"/"no", with k/n seeds when several; "n/a" without such a row), ``lip-opening corr.`` (with the
+    ground truth, mean over seeds), ``lip corr. > 0`` ("yes"/"no" on the mean, with k/n seeds; "n/a" without one),
+    ``all three`` (the issue's criterion: both gains and the mean correlation positive) and ``line``, the sentence
+    to print."""
     s = real_clip_summary(df, _GAINS).reset_index()
     by = [k for k in s.columns[:s.columns.get_loc("n")] if k not in ("eval_set", "driver")]
     tail = s[(s["eval_set"] == "test_tail") & (s["driver"] == "audio") & (s["beats_of"] > 0)].set_index(by)
@@ -121,10 +128,16 @@ def still_frame_verdict(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
             gp, gm, n = r["psnr_over_baseline"], r["mouth_psnr_over_baseline"], int(r["beats_of"])
             verdict = _beats_cell(r["beats"], int(r["beats_runs"]), n)
             detail = f"PSNR {gp:+.{digits}f} dB, mouth PSNR {gm:+.{digits}f} dB over the still frame, n={n}"
+            corr, lip_of = r[_LIP], int(r["lip_of"])
+            lip = _beats_cell(pd.NA if lip_of == 0 else bool(corr > 0), int(r["lip_pos_runs"]), lip_of)
+            if lip_of:
+                detail += f"; lip-opening corr. with the ground truth {corr:+.{digits}f}, positive: {lip}"
+            both = "n/a" if lip == "n/a" else ("yes" if bool(r["beats"]) and corr > 0 else "no")
         else:
-            gp, gm, n, verdict = np.nan, np.nan, 0, "n/a"
+            gp, gm, n, verdict, corr, lip, both = np.nan, np.nan, 0, "n/a", np.nan, "n/a", "n/a"
             detail = "no audio-driven held-out tail row with PSNR, mouth PSNR and the still frame's"
         rows.append({**dict(zip(by, key)), "PSNR gain": gp, "mouth PSNR gain": gm, "n": n, "verdict": verdict,
+                     "lip-opening corr.": corr, "lip corr. > 0": lip, "all three": both,
                      "line": f"{' / '.join(map(str, key))}: driven by audio beats the still frame on PSNR and "
                              f"mouth PSNR: {verdict} ({detail})"})
     return pd.DataFrame(rows).set_index(by).rename_axis(index={"conditioner": "space"})
