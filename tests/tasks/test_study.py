@@ -76,7 +76,10 @@ def test_failing_sweep_jobs_are_recorded_and_the_sweep_finishes(tmp_path):
 
 @pytest.mark.parametrize("study,name,tag", [("clip_length", "sweep_synthetic", "synthetic"),
                                           ("clip_length", "sweep_anchor", "anchor"),
-                                          ("conditioning_spaces", "sweep_synthetic", "synthetic")])
+                                          ("clip_length", "sweep_anchor_triplane", "anchor_triplane"),
+                                          ("conditioning_spaces", "sweep_synthetic", "synthetic"),
+                                          ("torso_options", "sweep_real", "real"),
+                                          ("ssp_ablation", "sweep_real", "real")])
 def test_sweep_configs_resolve_with_joblib_and_submitit(study, name, tag, tmp_path):
     base = [str(BIN / "lipspace-train"), "--config-dir", str(ROOT / "experiments" / study), "--config-name", name]
     for launcher, target in ((None, "joblib_launcher.JoblibLauncher"),
@@ -96,10 +99,11 @@ def test_sweep_configs_resolve_with_joblib_and_submitit(study, name, tag, tmp_pa
     assert cfg.data.synthetic is None or tag == "synthetic"  # a real dataset is never generated
     if study == "clip_length":  # one renderer for every space, although the synctalk preset's own is the tri-plane
         params = hydra_cfg.hydra.sweeper.params  # the launcher does not change the swept params
-        assert params.renderer == "mlp"
+        renderer, target = ("triplane", "TriPlaneRenderer") if name.endswith("triplane") else ("mlp", "NeRFRenderer")
+        assert params.renderer == renderer
         pinned = subprocess.run([*base, "experiment=synctalk", f"renderer={params.renderer}", "--cfg", "job"],
                                 capture_output=True, text=True, timeout=120, cwd=ROOT)
-        assert OmegaConf.create(pinned.stdout).renderer._target_.endswith("NeRFRenderer"), pinned.stderr[-2000:]
+        assert OmegaConf.create(pinned.stdout).renderer._target_.endswith(target), pinned.stderr[-2000:]
 
 
 @pytest.mark.slow
