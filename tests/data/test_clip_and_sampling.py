@@ -122,3 +122,23 @@ def test_ray_sampling_matches_the_stated_mixture(clip):
     rest = (~head[pv * w + pu])
     counts = torch.bincount((pv * w + pu)[rest], minlength=h * w)[(~head) & hit].float()
     assert counts.min() > 0 and counts.max() / counts.mean() < 3.0
+
+
+def test_mouth_fraction_draws_its_share_from_mouth_pixels(clip):
+    """mouth_fraction 0.3 on top of head_fraction 0.4: the mouth share of a large sample is 0.3 plus what the head
+    and uniform draws bring; 0 leaves the draws exactly as before (same random stream)."""
+    split = split_frames(clip, 0.1)
+    frames = split.train[:1]
+
+    def mouth_share(mouth_fraction):
+        b = next(iter(RayBatches(clip, frames, {}, 8000, 1, 0.4, 1, 0, mouth_fraction=mouth_fraction)))
+        return float(torch.isin(b["ray_class"], torch.tensor([3, 4])).float().mean()), b
+
+    base, b0 = mouth_share(0.0)
+    more, _ = mouth_share(0.3)
+    assert more > base + 0.25, (base, more)
+    ref = next(iter(RayBatches(clip, frames, {}, 8000, 1, 0.4, 1, 0)))
+    assert torch.equal(b0["rays_d"], ref["rays_d"])  # the default changes nothing
+    for bad in (-0.1, 0.7):  # 0.4 + 0.7 > 1
+        with pytest.raises(LipspaceError, match="mouth_fraction"):
+            RayBatches(clip, frames, {}, 64, 1, 0.4, 1, 0, mouth_fraction=bad)

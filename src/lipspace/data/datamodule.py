@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lipspace.data.clip import Clip, Split, load_clip, split_frames
 from lipspace.data.dynamic_sampling import SAMPLING_MODES
-from lipspace.data.sampling import ImageBatches, RayBatches, frame_inputs, whole_frame
+from lipspace.data.sampling import ImageBatches, RayBatches, check_mouth_fraction, frame_inputs, whole_frame
 from lipspace.utils.errors import LipspaceError
 
 BATCH_KINDS = ("rays", "images")  # lipspace.renderers.base.Renderer.batch_kind
@@ -38,7 +38,8 @@ class TalkingHeadDataModule(L.LightningDataModule):
                  steps_per_epoch: int = 100, val_frames: int = 2, val_downscale: int = 2, seed: int = 0,
                  synthetic: dict | None = None, gt_background_classes: tuple[int, ...] = (9,),
                  bounds: str = "head_bounds", patch_size: int = 0, batch_kind: str = "rays",
-                 sampling: str = "head_fraction", class_floor: float = 0.02, draw_bounds: str | None = None):
+                 sampling: str = "head_fraction", class_floor: float = 0.02, draw_bounds: str | None = None,
+                 mouth_fraction: float = 0.0):
         """``batch_kind``: the training batches to make, as the renderer declares (``set_batch_kind``; the train
         task sets it from the renderer): "rays" (``rays_per_batch`` random pixels of ``frames_per_batch`` frames)
         or "images" (``frames_per_batch`` whole frames with their cameras).
@@ -46,7 +47,9 @@ class TalkingHeadDataModule(L.LightningDataModule):
         ``sampling``: how ray batches spread their rays over the frame: "head_fraction" (``head_fraction`` from head
         pixels, the rest uniform) or "semantic" (SSP-NeRF: per parsing class in proportion to its photometric loss
         of the last epoch, which the system hands over through :meth:`set_class_weights`; at least ``class_floor``
-        of the rays per class present; the first epoch draws as "head_fraction").
+        of the rays per class present; the first epoch draws as "head_fraction"). ``mouth_fraction``: under
+        "head_fraction", the share of each frame's rays drawn from its mouth pixels (lips and inner mouth,
+        MOUTH_CLASSES) on top of the head's share, as lip-focused NeRFs weight the mouth (0: none).
 
         ``draw_bounds``: the sphere whose pixels ray batches draw from: null (the ``bounds`` sphere near / far come
         from) or "bounds" (head, neck and torso: a modelled torso, torso=nerf, needs the torso's pixels)."""
@@ -70,6 +73,8 @@ class TalkingHeadDataModule(L.LightningDataModule):
         if sampling not in SAMPLING_MODES:
             raise LipspaceError(f"data.sampling={sampling!r}: one of {', '.join(SAMPLING_MODES)}")
         self.sampling, self.class_floor = sampling, class_floor
+        check_mouth_fraction(head_fraction, mouth_fraction)
+        self.mouth_fraction = mouth_fraction
         self._class_weights = None  # the last set_class_weights (kept for a RayBatches built later)
         self.clip: Clip | None = None
         self.split: Split | None = None
@@ -153,7 +158,8 @@ class TalkingHeadDataModule(L.LightningDataModule):
         elif self._train is None:
             self._train = RayBatches(self.clip, self.split.train, self.inputs, self.rays_per_batch,
                                      self.frames_per_batch, self.head_fraction, self.steps_per_epoch, self.seed,
-                                     self.patch_size, self.sampling, self.class_floor, self.draw_bounds)
+                                     self.patch_size, self.sampling, self.class_floor, self.draw_bounds,
+                                     self.mouth_fraction)
             if self._class_weights is not None:
                 self._train.set_class_weights(self._class_weights)
         return DataLoader(self._train, batch_size=None, num_workers=0)

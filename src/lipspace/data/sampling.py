@@ -13,8 +13,15 @@ from lipspace.data.clip import Clip
 from lipspace.data.framestore import gather_pixels
 from lipspace.data.pixel_draw import draw_rejection as _draw_rejection, sphere_boxes as _sphere_boxes
 from lipspace.data.rays import camera_rays, full_frame_pixels, sphere_near_far
-from lipspace.data.schema import HEAD_CLASSES, PARSING_CLASSES
+from lipspace.data.schema import HEAD_CLASSES, MOUTH_CLASSES, PARSING_CLASSES
 from lipspace.utils.errors import LipspaceError
+
+
+def check_mouth_fraction(head_fraction: float, mouth_fraction: float) -> None:
+    """``data.mouth_fraction`` in [0, 1] and, with ``data.head_fraction``, at most all of the rays."""
+    if not 0 <= mouth_fraction <= 1 or head_fraction + mouth_fraction > 1:
+        raise LipspaceError(f"data.mouth_fraction={mouth_fraction}: in [0, 1], and head_fraction + mouth_fraction "
+                            f"(= {head_fraction + mouth_fraction}) at most 1")
 
 
 def frame_inputs(clip: Clip, idx, inputs: dict[str, int]) -> dict[str, torch.Tensor]:
@@ -34,7 +41,8 @@ class RayBatches(IterableDataset):
 
     def __init__(self, clip: Clip, train_idx: np.ndarray, inputs: dict[str, int], rays_per_batch: int,
                  frames_per_batch: int, head_fraction: float, steps_per_epoch: int, seed: int, patch_size: int = 0,
-                 sampling: str = "head_fraction", class_floor: float = 0.02, draw_bounds: str | None = None):
+                 sampling: str = "head_fraction", class_floor: float = 0.02, draw_bounds: str | None = None,
+                 mouth_fraction: float = 0.0):
         self.clip, self.train_idx, self.inputs = clip, torch.as_tensor(train_idx), inputs
         self.rays_per_batch, self.frames_per_batch = rays_per_batch, min(frames_per_batch, len(train_idx))
         self.head_fraction, self.steps_per_epoch, self.seed = head_fraction, steps_per_epoch, seed
@@ -49,6 +57,11 @@ class RayBatches(IterableDataset):
         self._head_lut = _class_lut(HEAD_CLASSES)
         self._gt_lut = _class_lut(clip.gt_background_classes)
         self._head_boxes = _mask_boxes(clip.parsing, self._head_lut)
+        check_mouth_fraction(head_fraction, mouth_fraction)
+        self.mouth_fraction = float(mouth_fraction)
+        if self.mouth_fraction > 0:
+            self._mouth_lut = _class_lut(MOUTH_CLASSES)
+            self._mouth_boxes = _mask_boxes(clip.parsing, self._mouth_lut)
         if sampling not in dyn.SAMPLING_MODES or not 0 <= class_floor <= 1:
             raise LipspaceError(f"data.sampling={sampling!r}, data.class_floor={class_floor}: sampling is one of "
                                 f"{dyn.SAMPLING_MODES}, class_floor in [0, 1]")
@@ -94,6 +107,13 @@ class RayBatches(IterableDataset):
             head, ok = _draw_rejection(boxes, lambda c: self._head_lut[gather_pixels(clip.parsing, fidx, c).long()],
                                        n_head, g, w)
             pix[:, :n_head] = torch.where(ok[:, None], head, pix[:, :n_head])
+        n_mouth = int(round(self.mouth_fraction * per)) if self.class_weights is None else 0
+        if n_mouth:  # the next slots from the mouth (lips, inner mouth): its motion is what lip sync is about
+            boxes = self._mouth_boxes[fidx].unbind(1)
+            mouth, ok = _draw_rejection(boxes, lambda c: self._mouth_lut[gather_pixels(clip.parsing, fidx, c).long()],
+                                        n_mouth, g, w)
+            sl = slice(n_head, n_head + n_mouth)
+            pix[:, sl] = torch.where(ok[:, None], mouth, pix[:, sl])
         batch = {"frame_idx": fidx, "pose": clip.pose[fidx], "inputs": frame_inputs(clip, fidx, self.inputs),
                  "ray_frame": torch.arange(nf)[:, None].expand(nf, per).reshape(-1), **self._rays(fidx, pix)}
         if self.patch_size:
