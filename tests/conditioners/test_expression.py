@@ -230,3 +230,43 @@ def test_a_clip_too_short_to_hold_frames_out_is_fitted_and_says_it_is_unchecked(
     assert not c.prepare_info["check"]["learned"] and "NOT checked" in c.prepare_info["check"]["on"]
     assert "NOT checked" in caplog.text
     assert c.predict_expr(torch.from_numpy(audio)).shape == (10, 53)
+
+
+def _weakly_learnable(n=400, seed=0):
+    """jawOpen = a weak audio cue + a larger part the audio does not carry: a regularised fit shrinks its
+    predictions well below the tracked spread."""
+    from lipspace.data.schema import ICT_EXPR_NAMES
+
+    rng = np.random.default_rng(seed)
+    level = rng.uniform(0, 1, n).astype(np.float32)
+    audio = rng.normal(0, 1.0, (n, 8, 20)).astype(np.float32) + 0.4 * level[:, None, None]
+    expr = rng.uniform(0, 0.05, (n, 53)).astype(np.float32)
+    expr[:, ICT_EXPR_NAMES.index("jawOpen")] = 0.5 * level + rng.uniform(0, 0.5, n).astype(np.float32)
+    return expr, audio
+
+
+def test_matched_amplitude_restores_the_tracked_spread_keeping_the_correlation(tmp_path):
+    from lipspace.data.schema import ICT_EXPR_NAMES
+
+    jaw = ICT_EXPR_NAMES.index("jawOpen")
+    expr, audio = _weakly_learnable()
+    out = {}
+    for amplitude in ("mse", "matched"):
+        c = _audio_conditioner(audio_train={"amplitude": amplitude})
+        c.prepare(_Clip(tmp_path / amplitude, expr, audio), np.arange(300))
+        pred = c.predict_expr(torch.from_numpy(audio[:300])).numpy()[:, jaw]
+        out[amplitude] = (pred.std(), np.corrcoef(pred, expr[:300, jaw])[0, 1], c)
+    true_std = expr[:300, jaw].std()
+    (s_mse, r_mse, c_mse), (s_m, r_m, c_m) = out["mse"], out["matched"]
+    assert s_mse < 0.7 * true_std  # the MSE fit shrinks towards the mean
+    assert abs(s_m - true_std) < 0.2 * true_std  # matched: the tracked spread
+    assert abs(r_m - r_mse) < 0.05 and r_m > 0.3  # the same correlation
+    assert torch.all(c_mse.audio_expr.coef_gain == 1) and "coef_gain" in c_m.prepare_info
+    assert float(c_m.audio_expr.coef_gain.max()) > 1.4
+    # a checkpoint written before the gain existed loads as gain 1
+    state = {k: v for k, v in c_m.audio_expr.state_dict().items() if k != "coef_gain"}
+    c_m.audio_expr.load_state_dict(state)
+    assert torch.all(c_m.audio_expr.coef_gain == 1)
+    with pytest.raises(LipspaceError, match="amplitude"):
+        _audio_conditioner(audio_train={"amplitude": "loud"}).prepare(_Clip(tmp_path / "x", expr, audio),
+                                                                      np.arange(300))

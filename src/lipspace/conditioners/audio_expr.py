@@ -50,6 +50,7 @@ DIM_SETS = ("speech", "mouth", "all")
 SPEECH_PREFIXES = ("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthLowerDown", "mouthUpperUp",
                    "mouthStretch", "mouthRoll", "mouthShrug", "mouthPress")
 MODELS = ("ridge", "audionet")
+AMPLITUDES = ("mse", "matched")  # predictions as fitted, or each mode's spread matched to the tracked one's
 
 
 def predicted_dims(dims: str, expr_dim: int) -> list[int]:
@@ -107,11 +108,17 @@ class AudioToExpression(nn.Module):
         self.register_buffer("coef_lo", torch.zeros(k))
         self.register_buffer("coef_hi", torch.zeros(k))
         self.register_buffer("coef_scale", torch.ones(()))
+        self.register_buffer("coef_gain", torch.ones(k))  # amplitude="matched": per-mode gain (1: the fit's own)
         self.window, self.feat_dim, self.expr_dim = window, feat_dim, expr_dim
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before coef_gain existed were fitted for MSE: gain 1
+        state_dict.setdefault(prefix + "coef_gain", torch.ones_like(self.coef_gain))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def coefficients(self, audio: torch.Tensor) -> torch.Tensor:
         x = (audio.float() - self.a_mean) / self.a_std
-        return self.net(x) * self.coef_scale
+        return self.net(x) * self.coef_scale * self.coef_gain
 
     def expression(self, coef: torch.Tensor) -> torch.Tensor:
         c = torch.maximum(torch.minimum(coef, self.coef_hi), self.coef_lo)
@@ -151,11 +158,18 @@ class AudioToExpression(nn.Module):
     def fit(self, audio: np.ndarray, expr: np.ndarray, fit_idx: np.ndarray, val_idx: np.ndarray,
             check_idx: np.ndarray, *,
             var_kept: float = 0.95, epochs: int = 200, patience: int = 15, lr: float = 1e-3,
-            weight_decay: float = 1e-3, batch: int = 128, seed: int = 0) -> dict:
+            weight_decay: float = 1e-3, batch: int = 128, seed: int = 0, amplitude: str = "mse",
+            max_gain: float = 10.0) -> dict:
         """Train on ``fit_idx`` with early stopping on ``val_idx``; keeps the best weights. ``check_idx``, used for
         nothing else, gives the unbiased held-out error (the best validation error is biased low by the selection:
         on audio unrelated to the expressions it still beats the mean). Returns metrics in expression units (mean
-        over the predicted dims)."""
+        over the predicted dims).
+
+        ``amplitude``: "mse" keeps the fit's predictions, which a regularised fit shrinks towards the mean (on macron
+        the chosen ridge penalty left the predicted jawOpen with 1/7 of the tracked one's spread, and the NeRF's mouth
+        did not move); "matched" then scales each kept mode's predicted coefficient so that its spread over the fit
+        and validation frames equals the tracked one's (gain in [1, ``max_gain``]): the same correlation, the
+        training amplitude, a higher MSE when the correlation is below 1 (the check reports it)."""
         if len(fit_idx) < 8 or len(val_idx) < 2 or len(check_idx) < 2:
             raise LipspaceError(f"audio -> expression regressor: {len(fit_idx)} fit / {len(val_idx)} validation / "
                                 f"{len(check_idx)} check frames are too few; use a longer clip (>= 2 s of training "
@@ -164,15 +178,32 @@ class AudioToExpression(nn.Module):
         x = torch.from_numpy(np.ascontiguousarray(audio, np.float32))
         target = torch.from_numpy(np.ascontiguousarray(expr, np.float32))
         fit_t, val_t, check_t = (torch.as_tensor(i) for i in (fit_idx, val_idx, check_idx))
+        if amplitude not in AMPLITUDES:
+            raise LipspaceError(f"conditioner.audio_train.amplitude={amplitude!r}: one of {AMPLITUDES}")
         if self.model == "ridge":
             info = self._fit_ridge(x, target, fit_t, val_t)
         else:
             info = self._fit_sgd(x, target, fit_t, val_t, epochs, patience, lr, weight_decay, batch, seed)
         self.eval()
+        self.coef_gain.fill_(1.0)
+        if amplitude == "matched":
+            info["coef_gain"] = self._match_amplitude(x, target, torch.cat([fit_t, val_t]), max_gain)
         mean_check = float(((target[check_t] - self.expr_mean)[:, self.dims] ** 2).mean())
         return {"model": self.model, "modes_kept": keep, **info, "fit_mse": self.mse(x[fit_t], target[fit_t]),
                 "check_mse": self.mse(x[check_t], target[check_t]), "check_mse_mean_predictor": mean_check,
                 "n_fit": len(fit_idx), "n_val": len(val_idx), "n_check": len(check_idx)}
+
+    @torch.no_grad()
+    def _match_amplitude(self, x, target, rows, max_gain: float) -> list[float]:
+        """Per kept mode, the tracked coefficients' spread over ``rows`` / the predicted ones' (in [1, max_gain]) ->
+        ``coef_gain``; returned as a list."""
+        self.coef_gain.fill_(1.0)
+        pred = self.coefficients(x[rows])
+        true = (target[rows][:, self.dims] - self.expr_mean[self.dims]) @ self.components.T
+        kept = self.components.abs().sum(1) > 0
+        gain = (true.std(0) / pred.std(0).clamp_min(1e-8)).clamp(1.0, float(max_gain))
+        self.coef_gain.copy_(torch.where(kept, gain, torch.ones_like(gain)))
+        return [round(float(v), 3) for v in self.coef_gain[kept]]
 
     def _coef_targets(self, target: torch.Tensor) -> torch.Tensor:
         return (target[:, self.dims] - self.expr_mean[self.dims]) @ self.components.T / self.coef_scale

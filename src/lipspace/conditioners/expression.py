@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the regressor's training changes what a cached file holds
 MIN_FIT_FRAMES = 8  # fewer training frames than this + the held-out block: fitted on all, not checked
 TRAIN_DEFAULTS = {"var_kept": 0.95, "epochs": 200, "patience": 15, "lr": 1e-3, "weight_decay": 1e-3, "batch": 128,
-                  "val_fraction": 0.1}
+                  "val_fraction": 0.1, "amplitude": "mse", "max_gain": 10.0}
 
 
 class ExpressionConditioner(Conditioner):
