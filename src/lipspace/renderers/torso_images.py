@@ -8,11 +8,12 @@ that frame. The torso image over the background, ``C_torso + (1 - A_torso) bg``,
 per-pixel background, so a pixel is the head over the torso over the background, as with the ray renderers.
 
 Cost: a torso sample pass for every pixel of every training frame (the ray renderers march only the batch's rays).
-Measured on this project's 2-core CPU (one thread, 128² synthetic head, 2026-12-05): a Gaussian training image
-(forward + backward) 0.29-0.37 s alone, 3.9-4.2 s with the torso marched at full resolution (32 samples, 4x64 MLP).
-``image_downscale`` d marches the torso through one ray per d x d block and upsamples its colour and opacity
-(bilinear) before compositing over the full-resolution background: the torso is smooth, and d = 2 / 4 cut its cost
-by about 4 / 16 (conf/torso/nerf.yaml: 2 for renderers drawing images; 1 on a GPU).
+Measured on this project's 2-core CPU (one thread, 128² synthetic head, 6500 Gaussians, 32 torso samples, 4x64 MLP,
+nothing else running, 2026-12-05): one training image (forward + backward) 0.23 s for the Gaussians alone, 2.20 s
+with the torso at full resolution, 0.65 s at ``image_downscale`` 2 and 0.30-0.32 s at 4. ``image_downscale`` d
+marches the torso through one ray per d x d block and upsamples its colour and opacity (bilinear) before compositing
+over the full-resolution background (the torso is smooth); conf/torso/nerf.yaml sets 2 for renderers drawing images
+(1 on a GPU).
 
 The published Gaussian talking heads (TalkingGaussian, GaussianTalker) paste the ground-truth torso (``torso=gt``,
 the default); this compositor lets the Gaussian renderer be compared with a modelled torso on the same terms as the
