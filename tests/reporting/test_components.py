@@ -3,7 +3,7 @@ its PSNR beside them; torso-option rows per preset, the ground-truth torso first
 
 import pandas as pd
 
-from lipspace.reporting.components import ablation_table, ssp_variant, tables_markdown, torso_table
+from lipspace.reporting.components import ablation_table, ablation_verdict, ssp_variant, tables_markdown, torso_table
 from lipspace.reporting.results_stats import load_results
 
 
@@ -35,6 +35,23 @@ def test_ablation_rows_are_labelled_by_their_components_in_the_papers_order(tmp_
     assert table.loc[("synthetic_128px_20s_seed0", "w/o deformation"), "PSNR ↑"].startswith("28.50 ± ")
     assert table["paper PSNR"].iloc[0] == 32.79
     assert "| full |" in tables_markdown("ablation", table).replace("synthetic_128px_20s_seed0 | ", "")
+
+
+def test_verdict_pairs_seeds_and_says_which_of_the_papers_drops_hold(tmp_path):
+    # full = 30 + seed; w/o deformation 1 dB lower in every seed (holds), w/o dynamic sampling 1 dB higher
+    # (reversed), w/o semantic branch ±1 around full (not resolved); w/o 3-D codes has one seed only
+    recs = [_ssp(s, psnr=30.0) for s in (0, 1, 2)]
+    recs += [_ssp(s, deform=False, psnr=29.0 - 0.1 * s) for s in (0, 1, 2)]
+    recs += [_ssp(s, sampling="head_fraction", psnr=31.0 + 0.1 * s) for s in (0, 1, 2)]
+    recs += [_ssp(s, semantic=0.0, psnr=30.0 + (1.0, -1.0, 0.1)[s]) for s in (0, 1, 2)]
+    recs += [_ssp(0, codes=0, psnr=30.5)]
+    v = ablation_verdict(_rows(tmp_path, recs)).droplevel("clip")
+    assert v.loc["deformation", "verdict"] == "holds" and v.loc["deformation", "seeds"] == 3
+    assert v.loc["deformation", "here: full − w/o (dB)"].startswith("1.10 ± ")  # paired: the seed offsets cancel
+    assert v.loc["deformation", "paper: full − w/o (dB)"] == 5.32
+    assert v.loc["dynamic sampling", "verdict"] == "reversed"
+    assert v.loc["semantic branch", "verdict"] == "not resolved"
+    assert v.loc["3-D codes", "verdict"] == "one seed: opposite sign" and v.loc["3-D codes", "seeds"] == 1
 
 
 def test_torso_table_puts_presets_in_paper_order_gt_first(tmp_path):

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from lipspace.reporting.analysis import spaces_table
 from lipspace.reporting.real_clips import markdown_table
-from lipspace.reporting.results_stats import clip_name
+from lipspace.reporting.results_stats import clip_name, fmt_ci, subset_rows
 
 # SSP-NeRF's Table 2 (PSNR, its May / Obama average) for the same variants
 SSP_PAPER_PSNR = {"full": 32.79, "w/o deformation": 27.47, "w/o semantic branch": 29.48,
@@ -42,6 +44,42 @@ def ablation_table(df: pd.DataFrame, metrics: Sequence[str] = FULL_FRAME_METRICS
                                                                  order.get(table.index[i][1], len(order))))]
     table["paper PSNR"] = [SSP_PAPER_PSNR.get(v, float("nan")) for _, v in table.index]
     return table
+
+
+def ablation_verdict(df: pd.DataFrame, subset: str = "all", level: float = 0.95, digits: int = 2) -> pd.DataFrame:
+    """Which of the paper's PSNR drops hold here: per clip and component, SSP-NeRF's drop from removing it
+    (full − w/o, Table 2) beside this study's, paired by seed (each run's eval rows of ``subset`` averaged, then the
+    per-seed differences full − w/o: mean ± Student-t ``level`` interval). Verdict: "holds" where the interval lies
+    above 0 (the paper's side: every one of its drops is positive), "reversed" below 0, "not resolved" across it;
+    with one paired seed only the sign ("one seed: same sign" / "one seed: opposite sign")."""
+    d = subset_rows(df, subset)
+    d = d.assign(variant=ssp_variant(d), clip=d["dataset"].map(clip_name))
+    runs = d.groupby(["clip", "variant", "seed"])["psnr"].mean()  # one value per run
+    rows = []
+    for clip in runs.index.unique("clip"):
+        per = runs.loc[clip]
+        if "full" not in per.index.unique("variant"):
+            continue
+        full = per.loc["full"]
+        for variant, paper in SSP_PAPER_PSNR.items():
+            if variant == "full" or variant not in per.index.unique("variant"):
+                continue
+            wo = per.loc[variant]
+            seeds = sorted(set(full.index) & set(wo.index))
+            if not seeds:
+                continue
+            diff = np.array([full[s] - wo[s] for s in seeds])
+            n, mean = len(diff), float(diff.mean())
+            paper_drop = SSP_PAPER_PSNR["full"] - paper
+            if n == 1:
+                half, verdict = float("nan"), "one seed: " + ("same sign" if mean > 0 else "opposite sign")
+            else:
+                half = float(stats.t.ppf((1 + level) / 2, n - 1) * diff.std(ddof=1) / np.sqrt(n))
+                verdict = "holds" if mean - half > 0 else "reversed" if mean + half < 0 else "not resolved"
+            rows.append({"clip": clip, "component": variant.removeprefix("w/o "),
+                         "paper: full − w/o (dB)": round(paper_drop, digits),
+                         "here: full − w/o (dB)": fmt_ci(mean, half, digits), "seeds": n, "verdict": verdict})
+    return pd.DataFrame(rows).set_index(["clip", "component"])
 
 
 def torso_table(df: pd.DataFrame, metrics: Sequence[str] = FULL_FRAME_METRICS, subset: str = "reconstruction",
