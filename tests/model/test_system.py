@@ -1,7 +1,9 @@
-"""The chunked training step (manual optimisation) gives the gradients of the plain one; both learn."""
+"""The chunked training step (manual optimisation) gives the gradients of the plain one; both learn. The
+conditioner's own learning rate; a field that draws nothing stops training with what to change."""
 
 from functools import partial
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -9,6 +11,7 @@ from lipspace.conditioners.expression import ExpressionConditioner
 from lipspace.renderers.fields.mlp import MLPField
 from lipspace.renderers.nerf import NeRFRenderer, mse_chunk_loss
 from lipspace.model.system import TalkingHeadSystem
+from lipspace.utils.errors import LipspaceError
 
 
 def _system(chunk):
@@ -49,3 +52,45 @@ def test_chunked_gradients_equal_full_batch_gradients():
     for (name, p), q in zip(plain.named_parameters(), chunked.parameters()):
         assert p.grad is not None and q.grad is not None, name
         assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-4), name
+
+
+def test_conditioner_lr_gives_the_conditioner_a_group_of_its_own():
+    default = _system(None)
+    assert len(default.param_groups()) == 1  # one group, as before (resumable one-group checkpoints)
+    torch.manual_seed(0)
+    own = TalkingHeadSystem(ExpressionConditioner(n_frames=4, latent_dim=4),
+                            partial(NeRFRenderer, field=partial(MLPField, hidden=16, n_layers=3, skips=(1,)),
+                                    n_coarse=8, n_fine=8),
+                            partial(torch.optim.Adam, lr=1e-3), conditioner_lr=1e-4)
+    groups = own.param_groups()
+    assert groups[-1]["lr"] == 1e-4
+    assert {id(p) for p in groups[-1]["params"]} == {id(p) for p in own.conditioner.parameters()}
+    every = [id(p) for g in groups for p in g["params"]]
+    assert sorted(every) == sorted(id(p) for p in own.parameters())  # each parameter in exactly one group
+    opt = torch.optim.Adam(groups, lr=1e-3)
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-4]
+    with pytest.raises(LipspaceError, match="conditioner_lr"):
+        TalkingHeadSystem(ExpressionConditioner(n_frames=4, latent_dim=4), partial(NeRFRenderer, field=MLPField),
+                          None, conditioner_lr=0.0)
+
+
+def test_a_dead_field_stops_training_with_what_to_change():
+    torch.manual_seed(0)
+    system = TalkingHeadSystem(ExpressionConditioner(n_frames=4, latent_dim=4),
+                               partial(NeRFRenderer, field=partial(MLPField, hidden=16, n_layers=3, skips=(1,),
+                                                                   density_activation="softplus"),
+                                       n_coarse=8, n_fine=8),
+                               partial(torch.optim.Adam, lr=1e-3), train_chunk_rays=None, dead_field_steps=3)
+    b = _batch()
+    system.training_step(b, 0)  # alive at init: draws something, the count stays 0
+    assert system._dead_steps == 0
+    with torch.no_grad():
+        for field in (system.renderer.coarse, system.renderer.fine):  # density 0 at every point: softplus(-1000)
+            field.head.bias[0] = -1000.0
+    system.training_step(b, 1)
+    system.training_step(b, 2)
+    with pytest.raises(LipspaceError, match="drawn nothing.*model.conditioner_lr.*dead_field_steps=0"):
+        system.training_step(b, 3)
+    off = TalkingHeadSystem(system.conditioner, system.renderer, None, train_chunk_rays=None, dead_field_steps=0)
+    for i in range(5):  # the check off: the same dead field trains on
+        off.training_step(b, i)

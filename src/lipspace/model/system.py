@@ -21,13 +21,23 @@ from lipspace.renderers.base import Renderer
 from lipspace.utils.errors import LipspaceError
 
 
+DEAD_ACC = 1e-4  # below this opacity on every ray of a batch, the renderer drew nothing
+
+
 class TalkingHeadSystem(L.LightningModule):
     def __init__(self, conditioner: Conditioner, renderer, optimizer, lr_final: float = 5e-5,
                  decay_steps: int | None = None, coarse_loss_weight: float = 1.0, val_image_dir: str | None = None,
                  train_chunk_rays: int | str | None = "auto", region_att_weight: float = 0.0,
                  lpips_weight: float = 0.0, lpips_start_fraction: float = 0.5, lpips_weights: str | None = None,
-                 semantic_weight: float = 0.0):
-        """``train_chunk_rays``: run forward + backward over chunks of that many rays (same gradients as one
+                 semantic_weight: float = 0.0, conditioner_lr: float | None = None, dead_field_steps: int = 100):
+        """``dead_field_steps``: stop training with an error once the renderer has drawn nothing (opacity below
+        DEAD_ACC on every ray of the batch) for that many consecutive steps: a density that is 0 everywhere gets no
+        gradient and never comes back, so the rest of the run would render only the background (0: no check).
+
+        ``conditioner_lr``: the conditioner's own learning rate (one optimiser group of its parameters, decaying
+        with the others by the same factor); None: it trains at the rate of the renderer's last group.
+
+        ``train_chunk_rays``: run forward + backward over chunks of that many rays (same gradients as one
         backward over the batch, activations stay cache-sized: faster on CPU), when the renderer supports it;
         "auto" lets the renderer size chunks from its width; null runs one autograd pass over the batch.
 
@@ -80,6 +90,11 @@ class TalkingHeadSystem(L.LightningModule):
         # decays from it to lr_final; None: the optimiser's default
         self.base_lr = optimizer.keywords.get("lr") if isinstance(optimizer, functools.partial) else None
         self.lr_final, self.decay_steps, self.coarse_loss_weight = lr_final, decay_steps, coarse_loss_weight
+        if conditioner_lr is not None and not conditioner_lr > 0:
+            raise LipspaceError(f"model.conditioner_lr={conditioner_lr}: a positive learning rate, or null (the "
+                                "renderer's rate)")
+        self.conditioner_lr = conditioner_lr
+        self.dead_field_steps, self._dead_steps = int(dead_field_steps), 0
         self.val_image_dir = val_image_dir
         self._val_images: list[torch.Tensor] = []
         self.train_chunk_rays = None if train_chunk_rays == "auto" else train_chunk_rays
@@ -191,6 +206,7 @@ class TalkingHeadSystem(L.LightningModule):
             loss = loss + self.lpips_weight * lp
             self.log("train/lpips", lp.detach(), batch_size=target.shape[0])
         self._log_train(loss, F.mse_loss(out["rgb"].detach(), target), reg, target.shape[0])
+        self._check_alive(out, cond)
         return loss
 
     def _chunked_training_step(self, batch):
@@ -225,7 +241,29 @@ class TalkingHeadSystem(L.LightningModule):
             self._log_regions(out, outside, n)
         self._per_ray_stats(out, batch)
         self._log_train(out["loss"], F.mse_loss(out["rgb"], target), reg.detach(), n)
+        self._check_alive(out, cond)
         return out["loss"]
+
+    def _check_alive(self, out, cond) -> None:
+        """Count the steps whose batch the renderer drew nothing of (``acc`` < DEAD_ACC on every ray or pixel);
+        after ``dead_field_steps`` in a row, stop with what happened and what to change."""
+        if not self.dead_field_steps:
+            return
+        if float(out["acc"].detach().max()) >= DEAD_ACC:
+            self._dead_steps = 0
+            return
+        self._dead_steps += 1
+        if self._dead_steps < self.dead_field_steps:
+            return
+        code = f"{float(cond.detach().abs().max()):.3g}" if cond.numel() else "none, no condition"
+        raise LipspaceError(
+            f"training stopped at step {self.global_step}: for {self._dead_steps} steps the renderer has drawn "
+            f"nothing (opacity < {DEAD_ACC:g} on every ray): the field's density is 0 everywhere, no gradient reaches "
+            f"it and the rest of the run would render only the background. Seen when the conditioner's code blows up "
+            f"at a high learning rate (its largest value is now {code}): set "
+            "model.conditioner_lr (e.g. 1e-3, the rate ER-NeRF gives its audio network) or lower "
+            "model.optimizer.lr, then train again from scratch (ckpt_path=null or a new run directory); "
+            "model.dead_field_steps=0 turns this check off")
 
     def _per_ray_stats(self, out, batch) -> None:
         """After a step: the parsing branch's metrics; the per-class photometric loss under semantic sampling."""
@@ -284,8 +322,13 @@ class TalkingHeadSystem(L.LightningModule):
     def param_groups(self) -> list[dict]:
         """One group of every parameter, unless the renderer gives some of its own a separate rate
         (``renderer.param_groups(lr)``, e.g. the tri-plane's hash tables at ``lr_grid``): then the conditioner's
-        parameters join the renderer's groups. (One group keeps checkpoints of one-group runs resumable.)"""
+        parameters join the renderer's groups. (One group keeps checkpoints of one-group runs resumable.) With
+        ``conditioner_lr`` the conditioner's parameters are a last group of their own at that rate."""
         groups = self.renderer.param_groups(self.base_lr) if self.base_lr else []
+        if self.conditioner_lr is not None:
+            own = list(self.conditioner.parameters())
+            rest = groups or [{"params": list(self.renderer.parameters())}]
+            return [*rest, {"params": own, "lr": self.conditioner_lr}] if own else rest
         if len(groups) <= 1:
             return [{"params": list(self.parameters())}]
         groups[-1] = {**groups[-1], "params": list(self.conditioner.parameters()) + list(groups[-1]["params"])}
