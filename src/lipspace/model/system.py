@@ -245,9 +245,9 @@ class TalkingHeadSystem(L.LightningModule):
         return out["loss"]
 
     def _check_alive(self, out, cond) -> None:
-        """Count the steps whose batch the renderer drew nothing of (``acc`` < DEAD_ACC on every ray or pixel);
+        """Count the steps whose batch the renderer drew nothing of (its ``acc`` < DEAD_ACC on every ray or pixel);
         after ``dead_field_steps`` in a row, stop with what happened and what to change."""
-        if not self.dead_field_steps:
+        if not self.dead_field_steps or "acc" not in out:  # acc: an optional output (Renderer.render)
             return
         if float(out["acc"].detach().max()) >= DEAD_ACC:
             self._dead_steps = 0

@@ -100,7 +100,9 @@ class Renderer(nn.Module, abc.ABC):
     def render(self, batch: dict, cond: torch.Tensor) -> Outputs:
         """Training render of one batch of this renderer's ``batch_kind`` under ``cond`` (one row per ray for
         "rays", per frame for "images"). Returns at least ``rgb`` shaped like ``batch["target"]``; may add
-        ``rgb_coarse`` (same shape, joins the loss at ``model.coarse_loss_weight``) and ``region_att``."""
+        ``rgb_coarse`` (same shape, joins the loss at ``model.coarse_loss_weight``), ``region_att`` and ``acc``
+        (the opacity of each ray / pixel: with it the system stops a run that draws nothing, model.dead_field_steps;
+        every lipspace renderer returns it)."""
 
     @abc.abstractmethod
     def render_frame(self, frame: dict, cond: torch.Tensor) -> torch.Tensor:
