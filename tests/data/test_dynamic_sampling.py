@@ -6,7 +6,7 @@ import torch
 
 from lipspace.data.clip import load_clip, split_frames
 from lipspace.data.datamodule import TalkingHeadDataModule
-from lipspace.data.dynamic_sampling import class_allocation, class_boxes
+from lipspace.data.dynamic_sampling import class_allocation, class_boxes, class_pixel_counts
 from lipspace.data.sampling import RayBatches
 from lipspace.utils.errors import LipspaceError
 
@@ -103,6 +103,28 @@ def test_class_weights_move_rays_toward_the_class_with_the_highest_loss(clip):
     for f in range(4):
         c = cls[fr == f]
         assert (c[:-1] <= c[1:]).all()  # class-major slots: 0s, then 2s, then 4s
+
+
+def test_total_class_loss_weights_each_class_by_its_pixels_in_the_frame(clip):
+    counts = class_pixel_counts(clip.parsing, K, chunk_bytes=1)  # one frame a chunk: the chunking is exercised
+    assert counts[3].tolist() == torch.bincount(torch.as_tensor(clip.parsing[3]).reshape(-1).long(),
+                                                minlength=K).double().tolist()
+    equal = torch.zeros(K)
+    equal[[0, 2, 4]] = 1.0  # the same mean loss in every class present
+    shares = {}
+    for loss in ("mean", "total"):
+        rb = _batches(clip, "semantic", class_floor=0.0, class_loss=loss)
+        rb.set_class_weights(equal)
+        b = next(iter(rb))
+        shares[loss] = torch.bincount(b["ray_class"], minlength=K).double() / len(b["ray_class"])
+    frames = torch.as_tensor(b["frame_idx"])
+    area = counts[frames][:, [0, 2, 4]].sum(0) / counts[frames][:, [0, 2, 4]].sum()
+    assert shares["mean"][[0, 2, 4]].tolist() == pytest.approx([1 / 3] * 3, abs=0.02)  # one third each
+    # total: in proportion to the classes' pixels in the batch's frames (0.72 / 0.26 / 0.02 here)
+    assert shares["total"][[0, 2, 4]].tolist() == pytest.approx(area.tolist(), abs=0.02)
+    assert shares["total"][4] < shares["mean"][4] / 2  # the small mouth no longer draws a third of the rays
+    with pytest.raises(LipspaceError, match="class_loss"):
+        _batches(clip, "semantic", class_loss="sum")
 
 
 def test_set_class_weights_checks_and_the_datamodule_hands_over(clip, tiny_dataset):

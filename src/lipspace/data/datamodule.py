@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lipspace.data.clip import Clip, Split, load_clip, split_frames
-from lipspace.data.dynamic_sampling import SAMPLING_MODES
+from lipspace.data.dynamic_sampling import CLASS_LOSSES, SAMPLING_MODES
 from lipspace.data.sampling import ImageBatches, RayBatches, check_mouth_fraction, frame_inputs, whole_frame
 from lipspace.utils.errors import LipspaceError
 
@@ -39,7 +39,7 @@ class TalkingHeadDataModule(L.LightningDataModule):
                  synthetic: dict | None = None, gt_background_classes: tuple[int, ...] = (9,),
                  bounds: str = "head_bounds", patch_size: int = 0, batch_kind: str = "rays",
                  sampling: str = "head_fraction", class_floor: float = 0.02, draw_bounds: str | None = None,
-                 mouth_fraction: float = 0.0):
+                 mouth_fraction: float = 0.0, class_loss: str = "mean"):
         """``batch_kind``: the training batches to make, as the renderer declares (``set_batch_kind``; the train
         task sets it from the renderer): "rays" (``rays_per_batch`` random pixels of ``frames_per_batch`` frames)
         or "images" (``frames_per_batch`` whole frames with their cameras).
@@ -47,9 +47,10 @@ class TalkingHeadDataModule(L.LightningDataModule):
         ``sampling``: how ray batches spread their rays over the frame: "head_fraction" (``head_fraction`` from head
         pixels, the rest uniform) or "semantic" (SSP-NeRF: per parsing class in proportion to its photometric loss
         of the last epoch, which the system hands over through :meth:`set_class_weights`; at least ``class_floor``
-        of the rays per class present; the first epoch draws as "head_fraction"). ``mouth_fraction``: under
-        "head_fraction", the share of each frame's rays drawn from its mouth pixels (lips and inner mouth,
-        MOUTH_CLASSES) on top of the head's share, as lip-focused NeRFs weight the mouth (0: none).
+        of the rays per class present; the first epoch draws as "head_fraction"); ``class_loss`` ("mean" / "total"):
+        whether a class's share follows its mean loss per pixel or its total over the frame's pixels.
+        ``mouth_fraction``: under "head_fraction", the share of each frame's rays drawn from its mouth pixels (lips
+        and inner mouth, MOUTH_CLASSES) on top of the head's share, as lip-focused NeRFs weight the mouth (0: none).
 
         ``draw_bounds``: the sphere whose pixels ray batches draw from: null (the ``bounds`` sphere near / far come
         from) or "bounds" (head, neck and torso: a modelled torso, torso=nerf, needs the torso's pixels)."""
@@ -72,7 +73,9 @@ class TalkingHeadDataModule(L.LightningDataModule):
         self.patch_size = patch_size  # > 0: each batch also carries one patch_size^2 patch (LPIPS refinement stage)
         if sampling not in SAMPLING_MODES:
             raise LipspaceError(f"data.sampling={sampling!r}: one of {', '.join(SAMPLING_MODES)}")
-        self.sampling, self.class_floor = sampling, class_floor
+        if class_loss not in CLASS_LOSSES:
+            raise LipspaceError(f"data.class_loss={class_loss!r}: one of {', '.join(CLASS_LOSSES)}")
+        self.sampling, self.class_floor, self.class_loss = sampling, class_floor, class_loss
         check_mouth_fraction(head_fraction, mouth_fraction)
         self.mouth_fraction = mouth_fraction
         self._class_weights = None  # the last set_class_weights (kept for a RayBatches built later)
@@ -159,7 +162,7 @@ class TalkingHeadDataModule(L.LightningDataModule):
             self._train = RayBatches(self.clip, self.split.train, self.inputs, self.rays_per_batch,
                                      self.frames_per_batch, self.head_fraction, self.steps_per_epoch, self.seed,
                                      self.patch_size, self.sampling, self.class_floor, self.draw_bounds,
-                                     self.mouth_fraction)
+                                     self.mouth_fraction, self.class_loss)
             if self._class_weights is not None:
                 self._train.set_class_weights(self._class_weights)
         return DataLoader(self._train, batch_size=None, num_workers=0)

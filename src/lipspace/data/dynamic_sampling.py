@@ -6,11 +6,16 @@ from __future__ import annotations
 import torch
 
 SAMPLING_MODES = ("head_fraction", "semantic")
+# L_i of N_i = L_i / sum_j L_j * N_s: a class's mean photometric loss per pixel ("mean": small classes with large
+# errors, the mouth and eyes, draw most rays) or its total over the frame's pixels, the mean x the class's pixel
+# count there ("total": where the frame's error is; what a full-frame loss sums). The paper does not say which.
+CLASS_LOSSES = ("mean", "total")
 
 
 def class_allocation(weights: torch.Tensor, present: torch.Tensor, n: int, floor: float) -> torch.Tensor:
     """Rays per class [F, K] (int64, each row sums to ``n``, 0 where no class is present) for frames whose classes
-    ``present`` [F, K] (bool) can be drawn, from class ``weights`` [K] (the previous epoch's mean loss per class).
+    ``present`` [F, K] (bool) can be drawn, from class ``weights`` [K] (the previous epoch's mean loss per class) or
+    [F, K] (per frame: e.g. that loss times the class's pixel count in the frame).
 
     Per frame: shares w_k / sum_j w_j over the present classes only (absent ones renormalised away), mixed with a
     uniform floor so that no present class starves, p_k = f + (1 - f m) w_k / sum_j w_j with m present classes and
@@ -31,6 +36,20 @@ def class_allocation(weights: torch.Tensor, present: torch.Tensor, n: int, floor
     frac = torch.where(present, exact - counts, torch.full_like(exact, -1.0))
     rank = torch.argsort(torch.argsort(-frac, dim=1, stable=True), dim=1)
     return counts + (rank < left[:, None]).long()
+
+
+def class_pixel_counts(parsing, n_classes: int, chunk_bytes: int = 1 << 21) -> torch.Tensor:
+    """Pixels of each class per frame [N, K] (float64) of ``parsing`` [N, H, W] (a frame store or a tensor), about
+    ``chunk_bytes`` at a time."""
+    n, h, w = parsing.shape
+    chunk = max(1, chunk_bytes // (h * w))
+    counts = torch.zeros(n, n_classes, dtype=torch.float64)
+    for s in range(0, n, chunk):
+        block = torch.as_tensor(parsing[s:s + chunk]).reshape(-1, h * w).long().clamp(0, n_classes - 1)
+        rows = torch.arange(len(block))[:, None] * n_classes
+        counts[s:s + chunk] = torch.bincount((rows + block).reshape(-1), minlength=len(block) * n_classes).view(
+            len(block), n_classes).double()
+    return counts
 
 
 def class_boxes(parsing, n_classes: int, chunk_bytes: int = 1 << 21) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,12 +37,14 @@ class RayBatches(IterableDataset):
     ``sampling="semantic"`` (SSP-NeRF's dynamic sampling): once :meth:`set_class_weights` has given per-class weights
     (the system: each class's mean photometric loss of the last epoch), each frame's rays are split among the
     parsing classes present there in proportion to them, with each present class at least ``class_floor`` of the
-    rays (dynamic_sampling.class_allocation); until then (the first epoch) rays are drawn as "head_fraction" does."""
+    rays (dynamic_sampling.class_allocation); until then (the first epoch) rays are drawn as "head_fraction" does.
+    ``class_loss``: the loss a class's share follows, "mean" (per pixel) or "total" (the mean times the class's pixels
+    in the frame; dynamic_sampling.CLASS_LOSSES)."""
 
     def __init__(self, clip: Clip, train_idx: np.ndarray, inputs: dict[str, int], rays_per_batch: int,
                  frames_per_batch: int, head_fraction: float, steps_per_epoch: int, seed: int, patch_size: int = 0,
                  sampling: str = "head_fraction", class_floor: float = 0.02, draw_bounds: str | None = None,
-                 mouth_fraction: float = 0.0):
+                 mouth_fraction: float = 0.0, class_loss: str = "mean"):
         self.clip, self.train_idx, self.inputs = clip, torch.as_tensor(train_idx), inputs
         self.rays_per_batch, self.frames_per_batch = rays_per_batch, min(frames_per_batch, len(train_idx))
         self.head_fraction, self.steps_per_epoch, self.seed = head_fraction, steps_per_epoch, seed
@@ -65,10 +67,14 @@ class RayBatches(IterableDataset):
         if sampling not in dyn.SAMPLING_MODES or not 0 <= class_floor <= 1:
             raise LipspaceError(f"data.sampling={sampling!r}, data.class_floor={class_floor}: sampling is one of "
                                 f"{dyn.SAMPLING_MODES}, class_floor in [0, 1]")
-        self.sampling, self.class_floor = sampling, float(class_floor)
+        if class_loss not in dyn.CLASS_LOSSES:
+            raise LipspaceError(f"data.class_loss={class_loss!r}: one of {', '.join(dyn.CLASS_LOSSES)}")
+        self.sampling, self.class_floor, self.class_loss = sampling, float(class_floor), class_loss
         self.class_weights: torch.Tensor | None = None
         if sampling == "semantic":
             self._class_boxes, self._class_present = dyn.class_boxes(clip.parsing, len(PARSING_CLASSES))
+            if class_loss == "total":
+                self._class_pixels = dyn.class_pixel_counts(clip.parsing, len(PARSING_CLASSES))
 
     def set_class_weights(self, weights) -> None:
         """Per-class weights [len(PARSING_CLASSES)] of semantic sampling from now on (non-finite: unknown)."""
@@ -179,7 +185,10 @@ class RayBatches(IterableDataset):
         h, w = clip.hw
         sphere = _sphere_boxes(clip.pose[fidx], clip.intrinsics, self.draw_center, self.draw_radius, h, w)
         boxes, present = dyn.clip_to_box(self._class_boxes[fidx], self._class_present[fidx], sphere)
-        counts = dyn.class_allocation(self.class_weights, present, pix.shape[1], self.class_floor)
+        weights = self.class_weights  # "mean": each class's mean loss; "total": times its pixels in the frame
+        if self.class_loss == "total":
+            weights = weights[None] * self._class_pixels[fidx]
+        counts = dyn.class_allocation(weights, present, pix.shape[1], self.class_floor)
 
         def accept(k):
             return lambda c: (gather_pixels(clip.parsing, fidx, c) == k) & self._hits(fidx, c)
