@@ -52,6 +52,7 @@ def test_verdict_pairs_seeds_and_says_which_of_the_papers_drops_hold(tmp_path):
     assert v.loc["dynamic sampling", "verdict"] == "reversed"
     assert v.loc["semantic branch", "verdict"] == "not resolved"
     assert v.loc["3-D codes", "verdict"] == "one seed: opposite sign" and v.loc["3-D codes", "seeds"] == 1
+    assert ablation_verdict(_rows(tmp_path, [_ssp(0, deform=False)])).empty  # no full run: nothing to compare
 
 
 def test_torso_table_puts_presets_in_paper_order_gt_first(tmp_path):

@@ -46,7 +46,8 @@ def ablation_table(df: pd.DataFrame, metrics: Sequence[str] = FULL_FRAME_METRICS
     return table
 
 
-def ablation_verdict(df: pd.DataFrame, subset: str = "all", level: float = 0.95, digits: int = 2) -> pd.DataFrame:
+def ablation_verdict(df: pd.DataFrame, subset: str = "reconstruction", level: float = 0.95,
+                     digits: int = 2) -> pd.DataFrame:
     """Which of the paper's PSNR drops hold here: per clip and component, SSP-NeRF's drop from removing it
     (full − w/o, Table 2) beside this study's, paired by seed (each run's eval rows of ``subset`` averaged, then the
     per-seed differences full − w/o: mean ± Student-t ``level`` interval). Verdict: "holds" where the interval lies
@@ -79,7 +80,8 @@ def ablation_verdict(df: pd.DataFrame, subset: str = "all", level: float = 0.95,
             rows.append({"clip": clip, "component": variant.removeprefix("w/o "),
                          "paper: full − w/o (dB)": round(paper_drop, digits),
                          "here: full − w/o (dB)": fmt_ci(mean, half, digits), "seeds": n, "verdict": verdict})
-    return pd.DataFrame(rows).set_index(["clip", "component"])
+    columns = ["clip", "component", "paper: full − w/o (dB)", "here: full − w/o (dB)", "seeds", "verdict"]
+    return pd.DataFrame(rows, columns=columns).set_index(["clip", "component"])
 
 
 def torso_table(df: pd.DataFrame, metrics: Sequence[str] = FULL_FRAME_METRICS, subset: str = "reconstruction",
