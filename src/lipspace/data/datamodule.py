@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lipspace.data.clip import Clip, Split, load_clip, split_frames
-from lipspace.data.dynamic_sampling import CLASS_LOSSES, SAMPLING_MODES
+from lipspace.data.dynamic_sampling import SAMPLING_MODES, check_class_loss
 from lipspace.data.sampling import ImageBatches, RayBatches, check_mouth_fraction, frame_inputs, whole_frame
 from lipspace.utils.errors import LipspaceError
 
@@ -73,8 +73,7 @@ class TalkingHeadDataModule(L.LightningDataModule):
         self.patch_size = patch_size  # > 0: each batch also carries one patch_size^2 patch (LPIPS refinement stage)
         if sampling not in SAMPLING_MODES:
             raise LipspaceError(f"data.sampling={sampling!r}: one of {', '.join(SAMPLING_MODES)}")
-        if class_loss not in CLASS_LOSSES:
-            raise LipspaceError(f"data.class_loss={class_loss!r}: one of {', '.join(CLASS_LOSSES)}")
+        check_class_loss(class_loss)
         self.sampling, self.class_floor, self.class_loss = sampling, class_floor, class_loss
         check_mouth_fraction(head_fraction, mouth_fraction)
         self.mouth_fraction = mouth_fraction

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import torch
 
+from lipspace.utils.errors import LipspaceError
+
 SAMPLING_MODES = ("head_fraction", "semantic")
 # L_i of N_i = L_i / sum_j L_j * N_s: a class's mean photometric loss per pixel ("mean": small classes with large
 # errors, the mouth and eyes, draw most rays) or its total over the frame's pixels, the mean x the class's pixel
 # count there ("total": where the frame's error is; what a full-frame loss sums). The paper does not say which.
 CLASS_LOSSES = ("mean", "total")
+
+
+def check_class_loss(class_loss: str) -> None:
+    """``data.class_loss`` is one of CLASS_LOSSES (the data module and its ray batches both take it)."""
+    if class_loss not in CLASS_LOSSES:
+        raise LipspaceError(f"data.class_loss={class_loss!r}: one of {', '.join(CLASS_LOSSES)}")
 
 
 def class_allocation(weights: torch.Tensor, present: torch.Tensor, n: int, floor: float) -> torch.Tensor:

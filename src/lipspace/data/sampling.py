@@ -67,8 +67,7 @@ class RayBatches(IterableDataset):
         if sampling not in dyn.SAMPLING_MODES or not 0 <= class_floor <= 1:
             raise LipspaceError(f"data.sampling={sampling!r}, data.class_floor={class_floor}: sampling is one of "
                                 f"{dyn.SAMPLING_MODES}, class_floor in [0, 1]")
-        if class_loss not in dyn.CLASS_LOSSES:
-            raise LipspaceError(f"data.class_loss={class_loss!r}: one of {', '.join(dyn.CLASS_LOSSES)}")
+        dyn.check_class_loss(class_loss)
         self.sampling, self.class_floor, self.class_loss = sampling, float(class_floor), class_loss
         self.class_weights: torch.Tensor | None = None
         if sampling == "semantic":
