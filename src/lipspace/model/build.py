@@ -106,15 +106,18 @@ def torso_option(cfg: DictConfig) -> str:
 
 def component_options(cfg: DictConfig) -> dict:
     """The SSP-NeRF components a run uses (results columns, for ablations): the parsing branch's loss weight
-    ``semantic_weight`` (0: off), the ray ``sampling`` (head_fraction / semantic: dynamic) and its
-    ``mouth_fraction`` (the share of rays drawn from mouth pixels; 0: none), and for torso=deform
+    ``semantic_weight`` (0: off), the ray ``sampling`` (head_fraction / semantic: dynamic), for semantic sampling the
+    loss each class's share follows (``class_loss``: mean / total; None for other samplers), the ``mouth_fraction``
+    (the share of rays drawn from mouth pixels; 0: none), and for torso=deform
     whether the deformation module is on (``torso_deform``) and the structured codes' width (``latent_codes``);
     both None for other torso options."""
     composite = (cfg.get("torso") or {}).get("composite") or {}
     deform = torso_option(cfg) == "deform"
+    data = cfg.get("data") or {}
     return {"semantic_weight": float((cfg.get("model") or {}).get("semantic_weight") or 0.0),
-            "sampling": (cfg.get("data") or {}).get("sampling"),
-            "mouth_fraction": float((cfg.get("data") or {}).get("mouth_fraction") or 0.0),
+            "sampling": data.get("sampling"),
+            "class_loss": str(data.get("class_loss") or "mean") if data.get("sampling") == "semantic" else None,
+            "mouth_fraction": float(data.get("mouth_fraction") or 0.0),
             "torso_deform": bool(composite.get("deform", True)) if deform else None,
             "latent_codes": int(composite.get("latent_codes") or 0) if deform else None}
 

@@ -50,6 +50,7 @@ def run_info(cfg: DictConfig, choices: dict | None = None) -> dict:
         "bounds": cfg.data.get("bounds"),
         "study": cfg.get("study"),
         "max_steps": int(cfg.trainer.max_steps),
+        "conditioner_lr": (cfg.get("model") or {}).get("conditioner_lr"),  # None: the conditioner trains at model.lr
         **audio_info(cfg),
     }
 
