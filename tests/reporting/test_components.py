@@ -3,7 +3,15 @@ its PSNR beside them; torso-option rows per preset, the ground-truth torso first
 
 import pandas as pd
 
-from lipspace.reporting.components import ablation_table, ablation_verdict, ssp_variant, tables_markdown, torso_table
+from lipspace.reporting.components import (
+    TOTAL_LOSS,
+    ablation_table,
+    ablation_verdict,
+    ssp_variant,
+    tables_markdown,
+    torso_table,
+    variant_contrast,
+)
 from lipspace.reporting.results_stats import load_results
 
 
@@ -13,12 +21,12 @@ def _rows(tmp_path, records):
     return load_results(path)  # through the CSV: booleans come back as the table holds them
 
 
-def _ssp(seed, deform=True, semantic=0.04, sampling="semantic", codes=16, psnr=30.0):
-    return {"run_dir": f"r_{deform}_{semantic}_{sampling}_{codes}_{seed}", "study": "ssp_ablation",
+def _ssp(seed, deform=True, semantic=0.04, sampling="semantic", codes=16, psnr=30.0, class_loss=None):
+    return {"run_dir": f"r_{deform}_{semantic}_{sampling}_{codes}_{class_loss}_{seed}", "study": "ssp_ablation",
             "conditioner": "deepspeech", "renderer": "triplane", "experiment": "sspnerf", "seed": seed,
             "dataset": "/data/synthetic_128px_20s_seed0", "status": "ok", "eval_set": "test_tail", "driver": "audio",
             "torso": "deform", "torso_deform": deform, "semantic_weight": semantic, "sampling": sampling,
-            "latent_codes": codes, "psnr": psnr + seed, "ssim": 0.9}
+            "latent_codes": codes, "psnr": psnr + seed, "ssim": 0.9, "class_loss": class_loss}
 
 
 def test_ablation_rows_are_labelled_by_their_components_in_the_papers_order(tmp_path):
@@ -53,6 +61,27 @@ def test_verdict_pairs_seeds_and_says_which_of_the_papers_drops_hold(tmp_path):
     assert v.loc["semantic branch", "verdict"] == "not resolved"
     assert v.loc["3-D codes", "verdict"] == "one seed: opposite sign" and v.loc["3-D codes", "seeds"] == 1
     assert ablation_verdict(_rows(tmp_path, [_ssp(0, deform=False)])).empty  # no full run: nothing to compare
+
+
+def test_total_loss_sampler_runs_are_their_own_variant_compared_with_sampling_off_and_with_the_mean(tmp_path):
+    # full (mean loss; rows from before the class_loss column have it empty) = 30 + seed; the total-loss sampler
+    # 0.5 dB above it in every seed; sampling off (class_loss moot) 1 dB above full
+    recs = [_ssp(s, psnr=30.0) for s in (0, 1, 2)]
+    recs += [_ssp(s, psnr=30.5 + 0.01 * s, class_loss="total") for s in (0, 1, 2)]
+    recs += [_ssp(s, sampling="head_fraction", psnr=31.0, class_loss=None) for s in (0, 1, 2)]
+    recs += [_ssp(s, deform=False, psnr=29.0) for s in (0, 1, 2)]
+    df = _rows(tmp_path, recs)
+    assert set(ssp_variant(df)) == {"full", "full" + TOTAL_LOSS, "w/o dynamic sampling", "w/o deformation"}
+    table = ablation_table(df, ["psnr"])
+    assert [v for _, v in table.index] == ["full", "full" + TOTAL_LOSS, "w/o deformation", "w/o dynamic sampling"]
+    assert pd.isna(table["paper PSNR"].iloc[1])  # the paper names no such variant
+    v = ablation_verdict(df, full="full" + TOTAL_LOSS).droplevel("clip")
+    assert list(v.index) == ["dynamic sampling"]  # w/o deformation differs from it in the sampler's loss too
+    assert v.loc["dynamic sampling", "verdict"] == "reversed"
+    assert v.loc["dynamic sampling", "here: full − w/o (dB)"].startswith("-0.49 ± ")
+    c = variant_contrast(df, "full" + TOTAL_LOSS, "full").droplevel("clip")
+    assert c["PSNR (dB)"].iloc[0].startswith("0.51 ± ") and c["seeds"].iloc[0] == 3
+    assert variant_contrast(df, "full", "w/o 3-D codes").empty  # no such runs: nothing to pair
 
 
 def test_torso_table_puts_presets_in_paper_order_gt_first(tmp_path):

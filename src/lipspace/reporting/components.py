@@ -21,67 +21,110 @@ FULL_FRAME_METRICS = ["psnr", "ssim", "lpips", "lmd", "mouth_psnr", "baseline_me
 PRESET_ORDER = ["lipnerf", "adnerf", "dfanerf", "synctalk", "sspnerf"]
 
 
+TOTAL_LOSS = " (total-loss sampler)"  # the label suffix of runs whose dynamic sampler follows each class's total loss
+
+
 def ssp_variant(df: pd.DataFrame) -> pd.Series:
     """Which ablation variant each row is, from the component columns run.json records (semantic_weight, sampling,
-    torso_deform, latent_codes): "full", "w/o <component>", or the components turned off joined by " + "."""
+    class_loss, torso_deform, latent_codes): "full", "w/o <component>", or the components turned off joined by
+    " + "; runs whose dynamic sampler follows each class's total loss (class_loss=total) carry TOTAL_LOSS after
+    the label (rows from before the column existed sampled by the mean loss)."""
     def one(r) -> str:
         off = [name for name, is_off in (
             ("deformation", r.get("torso_deform") is False or str(r.get("torso_deform")) == "False"),
             ("semantic branch", float(r.get("semantic_weight") or 0.0) == 0.0),
             ("dynamic sampling", r.get("sampling") != "semantic"),
             ("3-D codes", float(r.get("latent_codes") or 0) == 0)) if is_off]
-        return "full" if not off else "w/o " + " + ".join(off)
+        total = r.get("sampling") == "semantic" and r.get("class_loss") == "total"
+        return ("full" if not off else "w/o " + " + ".join(off)) + (TOTAL_LOSS if total else "")
     return df.apply(one, axis=1) if len(df) else pd.Series(dtype="string")
+
+
+def _variant_rank(variant: str) -> tuple:
+    """The paper's order (full first), each variant's total-loss-sampler twin right after it, others last."""
+    order = list(SSP_PAPER_PSNR)
+    base = variant.removesuffix(TOTAL_LOSS)
+    return (order.index(base) if base in order else len(order), variant != base, variant)
 
 
 def ablation_table(df: pd.DataFrame, metrics: Sequence[str] = FULL_FRAME_METRICS, subset: str = "reconstruction",
                    digits: int = 2) -> pd.DataFrame:
-    """Rows clip × variant (full first, then the paper's order), a column per metric, plus the paper's PSNR."""
+    """Rows clip × variant (full first, then the paper's order), a column per metric, plus the paper's PSNR (for
+    the variants of its Table 2; none for the total-loss sampler, which the paper does not name)."""
     d = df.assign(variant=ssp_variant(df), clip=df["dataset"].map(clip_name) if "dataset" in df else "")
     table = spaces_table(d, metrics, subset, digits=digits, by=("clip", "variant"))
-    order = {v: i for i, v in enumerate(SSP_PAPER_PSNR)}
-    table = table.iloc[sorted(range(len(table)), key=lambda i: (table.index[i][0],
-                                                                 order.get(table.index[i][1], len(order))))]
+    table = table.iloc[sorted(range(len(table)), key=lambda i: (table.index[i][0], _variant_rank(table.index[i][1])))]
     table["paper PSNR"] = [SSP_PAPER_PSNR.get(v, float("nan")) for _, v in table.index]
     return table
 
 
+def _paired(runs: pd.Series, a: str, b: str, level: float) -> tuple[int, float, float] | None:
+    """Variant a − variant b over the seeds both ran (``runs``: PSNR per variant × seed of one clip): the number
+    of paired seeds, the mean difference and its Student-t ``level`` half-width (nan for one seed); None if no seed
+    is shared."""
+    variants = runs.index.unique("variant")
+    if a not in variants or b not in variants:
+        return None
+    ra, rb = runs.loc[a], runs.loc[b]
+    seeds = sorted(set(ra.index) & set(rb.index))
+    if not seeds:
+        return None
+    diff = np.array([ra[s] - rb[s] for s in seeds])
+    n = len(diff)
+    half = float(stats.t.ppf((1 + level) / 2, n - 1) * diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return n, float(diff.mean()), half
+
+
+def _run_psnr(df: pd.DataFrame, subset: str) -> pd.Series:
+    """One PSNR per run (its eval rows of ``subset`` averaged), indexed clip × variant × seed."""
+    d = subset_rows(df, subset)
+    d = d.assign(variant=ssp_variant(d), clip=d["dataset"].map(clip_name))
+    return d.groupby(["clip", "variant", "seed"])["psnr"].mean()
+
+
 def ablation_verdict(df: pd.DataFrame, subset: str = "reconstruction", level: float = 0.95,
-                     digits: int = 2) -> pd.DataFrame:
+                     digits: int = 2, full: str = "full") -> pd.DataFrame:
     """Which of the paper's PSNR drops hold here: per clip and component, SSP-NeRF's drop from removing it
     (full − w/o, Table 2) beside this study's, paired by seed (each run's eval rows of ``subset`` averaged, then the
     per-seed differences full − w/o: mean ± Student-t ``level`` interval). Verdict: "holds" where the interval lies
     above 0 (the paper's side: every one of its drops is positive), "reversed" below 0, "not resolved" across it;
-    with one paired seed only the sign ("one seed: same sign" / "one seed: opposite sign")."""
-    d = subset_rows(df, subset)
-    d = d.assign(variant=ssp_variant(d), clip=d["dataset"].map(clip_name))
-    runs = d.groupby(["clip", "variant", "seed"])["psnr"].mean()  # one value per run
+    with one paired seed only the sign ("one seed: same sign" / "one seed: opposite sign"). ``full``: the variant
+    the others are compared with; "full" + TOTAL_LOSS is compared with "w/o dynamic sampling" only (the other
+    variants differ from it in the sampler's loss as well)."""
+    runs = _run_psnr(df, subset)
     rows = []
     for clip in runs.index.unique("clip"):
-        per = runs.loc[clip]
-        if "full" not in per.index.unique("variant"):
-            continue
-        full = per.loc["full"]
         for variant, paper in SSP_PAPER_PSNR.items():
-            if variant == "full" or variant not in per.index.unique("variant"):
+            if variant == "full" or (full != "full" and variant != "w/o dynamic sampling"):
                 continue
-            wo = per.loc[variant]
-            seeds = sorted(set(full.index) & set(wo.index))
-            if not seeds:
+            paired = _paired(runs.loc[clip], full, variant, level)
+            if paired is None:
                 continue
-            diff = np.array([full[s] - wo[s] for s in seeds])
-            n, mean = len(diff), float(diff.mean())
-            paper_drop = SSP_PAPER_PSNR["full"] - paper
+            n, mean, half = paired
             if n == 1:
-                half, verdict = float("nan"), "one seed: " + ("same sign" if mean > 0 else "opposite sign")
+                verdict = "one seed: " + ("same sign" if mean > 0 else "opposite sign")
             else:
-                half = float(stats.t.ppf((1 + level) / 2, n - 1) * diff.std(ddof=1) / np.sqrt(n))
                 verdict = "holds" if mean - half > 0 else "reversed" if mean + half < 0 else "not resolved"
             rows.append({"clip": clip, "component": variant.removeprefix("w/o "),
-                         "paper: full − w/o (dB)": round(paper_drop, digits),
+                         "paper: full − w/o (dB)": round(SSP_PAPER_PSNR["full"] - paper, digits),
                          "here: full − w/o (dB)": fmt_ci(mean, half, digits), "seeds": n, "verdict": verdict})
     columns = ["clip", "component", "paper: full − w/o (dB)", "here: full − w/o (dB)", "seeds", "verdict"]
     return pd.DataFrame(rows, columns=columns).set_index(["clip", "component"])
+
+
+def variant_contrast(df: pd.DataFrame, a: str, b: str, subset: str = "reconstruction", level: float = 0.95,
+                     digits: int = 2) -> pd.DataFrame:
+    """Variant a − variant b per clip, paired by seed (PSNR; mean ± Student-t ``level`` interval), e.g. the
+    total-loss sampler against the mean-loss one (a="full" + TOTAL_LOSS, b="full")."""
+    runs = _run_psnr(df, subset)
+    rows = []
+    for clip in runs.index.unique("clip"):
+        paired = _paired(runs.loc[clip], a, b, level)
+        if paired is not None:
+            n, mean, half = paired
+            rows.append({"clip": clip, "contrast": f"{a} − {b}", "PSNR (dB)": fmt_ci(mean, half, digits),
+                         "seeds": n})
+    return pd.DataFrame(rows, columns=["clip", "contrast", "PSNR (dB)", "seeds"]).set_index(["clip", "contrast"])
 
 
 def torso_table(df: pd.DataFrame, metrics: Sequence[str] = FULL_FRAME_METRICS, subset: str = "reconstruction",
