@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lipspace-installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install demo demo-lipnerf test test-slow test-all bench bench-prep bench-scoring bench-renderer bench-hashgrid bench-triplane bench-gaussian bench-peers study-spaces study-clip-length notebooks clean
+.PHONY: help install demo demo-lipnerf test test-slow test-all bench bench-prep bench-scoring bench-renderer bench-hashgrid bench-triplane bench-gaussian bench-codes bench-peers study-spaces study-clip-length notebooks clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench-triplane: $(STAMP)  ## MLP vs tri-plane renderer: time to quality, trainin
 
 bench-gaussian: $(STAMP)  ## MLP vs tri-plane vs Gaussian splatting: time to quality, training px/s, render fps, issue 19's CPU goal (ARGS="--quick --threads N --out F")
 	$(PY) benchmarks/bench_gaussian.py $(ARGS)
+
+bench-codes: $(STAMP)  ## sspnerf's structured 3-D codes: CPU k-d tree vs exhaustive neighbour search, fwd+bwd ms (ARGS="--tracks DIR/tracks.npz")
+	$(PY) benchmarks/bench_structured_codes.py $(ARGS)
 
 study-spaces: $(STAMP)  ## the conditioning-space sweep (experiments/conditioning_spaces): preset x renderer x 3 seeds, joblib
 	OMP_NUM_THREADS=1 $(VENV)/bin/lipspace-train --config-dir experiments/conditioning_spaces --config-name sweep_synthetic $(ARGS)

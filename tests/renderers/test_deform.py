@@ -103,6 +103,29 @@ def test_structured_codes_interpolate_near_anchors_and_fade_far_away():
     assert torch.equal(fresh(x.detach()), codes(x.detach()))
 
 
+@pytest.mark.parametrize("k", [1, 8])
+def test_structured_codes_cpu_tree_finds_the_exhaustive_searchs_neighbours(k):
+    """The CPU k-d tree against all distances + top-k (the device path), on 512 random anchors: the same
+    neighbour sets and features; a checkpoint's anchors replace the tree built for the old ones."""
+    g = torch.Generator().manual_seed(0)
+    codes, other = StructuredCodes(dim=4, neighbours=k), StructuredCodes(dim=4, neighbours=k)
+    codes.set_anchors(torch.randn(512, 3, generator=g) * 0.3, generator=g)
+    other.set_anchors(torch.randn(300, 3, generator=g) * 0.3 + 0.5, generator=g)
+    pts = torch.randn(5000, 3, generator=g) * 0.5
+
+    def exhaustive(c):
+        idx = torch.cdist(pts, c.anchors).topk(k, dim=1, largest=False).indices
+        d2 = (pts[:, None] - c.anchors[idx]).square().sum(-1)
+        return idx, torch.einsum("nk,nkc->nc", torch.exp(-0.5 * d2 / float(c.sigma) ** 2), c.codes[idx])
+
+    for c in (codes, other):
+        idx, feats = exhaustive(c)
+        assert torch.equal(c.nearest(pts, k).sort(1).values, idx.sort(1).values)
+        assert torch.allclose(c(pts), feats, atol=1e-6)
+    codes.load_state_dict(other.state_dict())  # its tree was built for the 512 anchors
+    assert torch.equal(codes.nearest(pts, k).sort(1).values, exhaustive(other)[0].sort(1).values)
+
+
 def _torso_deform(cond_dim=3, **scene):
     field = functools.partial(SceneField, RecordingField)
     head = functools.partial(NeRFRenderer, field=field, n_coarse=4, n_fine=0, perturb=False)
