@@ -84,7 +84,7 @@ def test_default_batches_unchanged():
 
 
 def test_class_weights_move_rays_toward_the_class_with_the_highest_loss(clip):
-    rb = _batches(clip, "semantic", class_floor=0.05)
+    rb = _batches(clip, "semantic", class_floor=0.05, class_loss="mean")  # the weights are the shares
     uniform = torch.zeros(K)
     uniform[[0, 2, 4]] = 1.0
     rb.set_class_weights(uniform)

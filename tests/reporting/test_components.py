@@ -4,7 +4,7 @@ its PSNR beside them; torso-option rows per preset, the ground-truth torso first
 import pandas as pd
 
 from lipspace.reporting.components import (
-    TOTAL_LOSS,
+    MEAN_LOSS,
     ablation_table,
     ablation_verdict,
     ssp_variant,
@@ -21,7 +21,7 @@ def _rows(tmp_path, records):
     return load_results(path)  # through the CSV: booleans come back as the table holds them
 
 
-def _ssp(seed, deform=True, semantic=0.04, sampling="semantic", codes=16, psnr=30.0, class_loss=None):
+def _ssp(seed, deform=True, semantic=0.04, sampling="semantic", codes=16, psnr=30.0, class_loss="total"):
     return {"run_dir": f"r_{deform}_{semantic}_{sampling}_{codes}_{class_loss}_{seed}", "study": "ssp_ablation",
             "conditioner": "deepspeech", "renderer": "triplane", "experiment": "sspnerf", "seed": seed,
             "dataset": "/data/synthetic_128px_20s_seed0", "status": "ok", "eval_set": "test_tail", "driver": "audio",
@@ -63,23 +63,29 @@ def test_verdict_pairs_seeds_and_says_which_of_the_papers_drops_hold(tmp_path):
     assert ablation_verdict(_rows(tmp_path, [_ssp(0, deform=False)])).empty  # no full run: nothing to compare
 
 
-def test_total_loss_sampler_runs_are_their_own_variant_compared_with_sampling_off_and_with_the_mean(tmp_path):
-    # full (mean loss; rows from before the class_loss column have it empty) = 30 + seed; the total-loss sampler
-    # 0.5 dB above it in every seed; sampling off (class_loss moot) 1 dB above full
+def test_mean_loss_sampler_runs_are_their_own_variants_compared_like_for_like(tmp_path):
+    # full (total loss, the preset) = 30 + seed; full with the mean-loss sampler 0.5 dB below it in every seed (rows
+    # from before the class_loss column have it empty: they sampled by the mean); sampling off (no class loss) 1 dB
+    # above full; w/o deformation with the mean-loss sampler 1 dB below full with it
     recs = [_ssp(s, psnr=30.0) for s in (0, 1, 2)]
-    recs += [_ssp(s, psnr=30.5 + 0.01 * s, class_loss="total") for s in (0, 1, 2)]
+    recs += [_ssp(s, psnr=29.5 - 0.01 * s, class_loss=loss) for s, loss in ((0, "mean"), (1, None), (2, "mean"))]
     recs += [_ssp(s, sampling="head_fraction", psnr=31.0, class_loss=None) for s in (0, 1, 2)]
-    recs += [_ssp(s, deform=False, psnr=29.0) for s in (0, 1, 2)]
+    recs += [_ssp(s, deform=False, psnr=28.49 - 0.01 * s + (0.1, -0.1, 0.0)[s], class_loss="mean") for s in (0, 1, 2)]
     df = _rows(tmp_path, recs)
-    assert set(ssp_variant(df)) == {"full", "full" + TOTAL_LOSS, "w/o dynamic sampling", "w/o deformation"}
+    assert set(ssp_variant(df)) == {"full", "full" + MEAN_LOSS, "w/o dynamic sampling",
+                                    "w/o deformation" + MEAN_LOSS}
     table = ablation_table(df, ["psnr"])
-    assert [v for _, v in table.index] == ["full", "full" + TOTAL_LOSS, "w/o deformation", "w/o dynamic sampling"]
-    assert pd.isna(table["paper PSNR"].iloc[1])  # the paper names no such variant
-    v = ablation_verdict(df, full="full" + TOTAL_LOSS).droplevel("clip")
-    assert list(v.index) == ["dynamic sampling"]  # w/o deformation differs from it in the sampler's loss too
+    assert [v for _, v in table.index] == ["full", "full" + MEAN_LOSS, "w/o deformation" + MEAN_LOSS,
+                                           "w/o dynamic sampling"]
+    assert table["paper PSNR"].tolist() == [32.79, 32.79, 27.47, 29.51]
+    v = ablation_verdict(df).droplevel("clip")
+    assert list(v.index) == ["dynamic sampling"]  # no w/o deformation with the total-loss sampler
     assert v.loc["dynamic sampling", "verdict"] == "reversed"
-    assert v.loc["dynamic sampling", "here: full − w/o (dB)"].startswith("-0.49 ± ")
-    c = variant_contrast(df, "full" + TOTAL_LOSS, "full").droplevel("clip")
+    m = ablation_verdict(df, full="full" + MEAN_LOSS).droplevel("clip")
+    assert list(m.index) == ["deformation", "dynamic sampling"]
+    assert m.loc["deformation", "here: full − w/o (dB)"].startswith("1.01 ± ")  # like for like, not 1.5
+    assert m.loc["deformation", "verdict"] == "holds"
+    c = variant_contrast(df, "full", "full" + MEAN_LOSS).droplevel("clip")
     assert c["PSNR (dB)"].iloc[0].startswith("0.51 ± ") and c["seeds"].iloc[0] == 3
     assert variant_contrast(df, "full", "w/o 3-D codes").empty  # no such runs: nothing to pair
 

@@ -39,7 +39,7 @@ class TalkingHeadDataModule(L.LightningDataModule):
                  synthetic: dict | None = None, gt_background_classes: tuple[int, ...] = (9,),
                  bounds: str = "head_bounds", patch_size: int = 0, batch_kind: str = "rays",
                  sampling: str = "head_fraction", class_floor: float = 0.02, draw_bounds: str | None = None,
-                 mouth_fraction: float = 0.0, class_loss: str = "mean"):
+                 mouth_fraction: float = 0.0, class_loss: str = "total"):
         """``batch_kind``: the training batches to make, as the renderer declares (``set_batch_kind``; the train
         task sets it from the renderer): "rays" (``rays_per_batch`` random pixels of ``frames_per_batch`` frames)
         or "images" (``frames_per_batch`` whole frames with their cameras).

@@ -44,7 +44,7 @@ class RayBatches(IterableDataset):
     def __init__(self, clip: Clip, train_idx: np.ndarray, inputs: dict[str, int], rays_per_batch: int,
                  frames_per_batch: int, head_fraction: float, steps_per_epoch: int, seed: int, patch_size: int = 0,
                  sampling: str = "head_fraction", class_floor: float = 0.02, draw_bounds: str | None = None,
-                 mouth_fraction: float = 0.0, class_loss: str = "mean"):
+                 mouth_fraction: float = 0.0, class_loss: str = "total"):
         self.clip, self.train_idx, self.inputs = clip, torch.as_tensor(train_idx), inputs
         self.rays_per_batch, self.frames_per_batch = rays_per_batch, min(frames_per_batch, len(train_idx))
         self.head_fraction, self.steps_per_epoch, self.seed = head_fraction, steps_per_epoch, seed

@@ -21,40 +21,41 @@ FULL_FRAME_METRICS = ["psnr", "ssim", "lpips", "lmd", "mouth_psnr", "baseline_me
 PRESET_ORDER = ["lipnerf", "adnerf", "dfanerf", "synctalk", "sspnerf"]
 
 
-TOTAL_LOSS = " (total-loss sampler)"  # the label suffix of runs whose dynamic sampler follows each class's total loss
+MEAN_LOSS = " (mean-loss sampler)"  # the label suffix of runs whose dynamic sampler follows each class's mean loss
 
 
 def ssp_variant(df: pd.DataFrame) -> pd.Series:
     """Which ablation variant each row is, from the component columns run.json records (semantic_weight, sampling,
     class_loss, torso_deform, latent_codes): "full", "w/o <component>", or the components turned off joined by
-    " + "; runs whose dynamic sampler follows each class's total loss (class_loss=total) carry TOTAL_LOSS after
-    the label (rows from before the column existed sampled by the mean loss)."""
+    " + "; runs whose dynamic sampler follows each class's mean loss per pixel instead of its total in the frame
+    (class_loss=mean, the default until 2026-12-06; rows from before the column existed sampled so) carry MEAN_LOSS
+    after the label."""
     def one(r) -> str:
         off = [name for name, is_off in (
             ("deformation", r.get("torso_deform") is False or str(r.get("torso_deform")) == "False"),
             ("semantic branch", float(r.get("semantic_weight") or 0.0) == 0.0),
             ("dynamic sampling", r.get("sampling") != "semantic"),
             ("3-D codes", float(r.get("latent_codes") or 0) == 0)) if is_off]
-        total = r.get("sampling") == "semantic" and r.get("class_loss") == "total"
-        return ("full" if not off else "w/o " + " + ".join(off)) + (TOTAL_LOSS if total else "")
+        mean = r.get("sampling") == "semantic" and r.get("class_loss") != "total"
+        return ("full" if not off else "w/o " + " + ".join(off)) + (MEAN_LOSS if mean else "")
     return df.apply(one, axis=1) if len(df) else pd.Series(dtype="string")
 
 
 def _variant_rank(variant: str) -> tuple:
-    """The paper's order (full first), each variant's total-loss-sampler twin right after it, others last."""
+    """The paper's order (full first), each variant's mean-loss-sampler twin right after it, others last."""
     order = list(SSP_PAPER_PSNR)
-    base = variant.removesuffix(TOTAL_LOSS)
+    base = variant.removesuffix(MEAN_LOSS)
     return (order.index(base) if base in order else len(order), variant != base, variant)
 
 
 def ablation_table(df: pd.DataFrame, metrics: Sequence[str] = FULL_FRAME_METRICS, subset: str = "reconstruction",
                    digits: int = 2) -> pd.DataFrame:
-    """Rows clip × variant (full first, then the paper's order), a column per metric, plus the paper's PSNR (for
-    the variants of its Table 2; none for the total-loss sampler, which the paper does not name)."""
+    """Rows clip × variant (full first, then the paper's order), a column per metric, plus the paper's PSNR (the
+    variants of its Table 2, either reading of its sampler's class loss)."""
     d = df.assign(variant=ssp_variant(df), clip=df["dataset"].map(clip_name) if "dataset" in df else "")
     table = spaces_table(d, metrics, subset, digits=digits, by=("clip", "variant"))
     table = table.iloc[sorted(range(len(table)), key=lambda i: (table.index[i][0], _variant_rank(table.index[i][1])))]
-    table["paper PSNR"] = [SSP_PAPER_PSNR.get(v, float("nan")) for _, v in table.index]
+    table["paper PSNR"] = [SSP_PAPER_PSNR.get(v.removesuffix(MEAN_LOSS), float("nan")) for _, v in table.index]
     return table
 
 
@@ -88,16 +89,18 @@ def ablation_verdict(df: pd.DataFrame, subset: str = "reconstruction", level: fl
     (full − w/o, Table 2) beside this study's, paired by seed (each run's eval rows of ``subset`` averaged, then the
     per-seed differences full − w/o: mean ± Student-t ``level`` interval). Verdict: "holds" where the interval lies
     above 0 (the paper's side: every one of its drops is positive), "reversed" below 0, "not resolved" across it;
-    with one paired seed only the sign ("one seed: same sign" / "one seed: opposite sign"). ``full``: the variant
-    the others are compared with; "full" + TOTAL_LOSS is compared with "w/o dynamic sampling" only (the other
-    variants differ from it in the sampler's loss as well)."""
+    with one paired seed only the sign ("one seed: same sign" / "one seed: opposite sign"). ``full``: "full" or
+    "full" + MEAN_LOSS, compared with the w/o variants of the same sampler loss (and with "w/o dynamic sampling",
+    which has no sampler loss)."""
+    suffix = full.removeprefix("full")
     runs = _run_psnr(df, subset)
     rows = []
     for clip in runs.index.unique("clip"):
         for variant, paper in SSP_PAPER_PSNR.items():
-            if variant == "full" or (full != "full" and variant != "w/o dynamic sampling"):
+            if variant == "full":
                 continue
-            paired = _paired(runs.loc[clip], full, variant, level)
+            paired = _paired(runs.loc[clip], full, variant + ("" if variant == "w/o dynamic sampling" else suffix),
+                             level)
             if paired is None:
                 continue
             n, mean, half = paired
@@ -115,7 +118,7 @@ def ablation_verdict(df: pd.DataFrame, subset: str = "reconstruction", level: fl
 def variant_contrast(df: pd.DataFrame, a: str, b: str, subset: str = "reconstruction", level: float = 0.95,
                      digits: int = 2) -> pd.DataFrame:
     """Variant a − variant b per clip, paired by seed (PSNR; mean ± Student-t ``level`` interval), e.g. the
-    total-loss sampler against the mean-loss one (a="full" + TOTAL_LOSS, b="full")."""
+    total-loss sampler against the mean-loss one (a="full", b="full" + MEAN_LOSS)."""
     runs = _run_psnr(df, subset)
     rows = []
     for clip in runs.index.unique("clip"):
