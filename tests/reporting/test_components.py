@@ -85,8 +85,10 @@ def test_mean_loss_sampler_runs_are_their_own_variants_compared_like_for_like(tm
     assert list(m.index) == ["deformation", "dynamic sampling"]
     assert m.loc["deformation", "here: full − w/o (dB)"].startswith("1.01 ± ")  # like for like, not 1.5
     assert m.loc["deformation", "verdict"] == "holds"
-    c = variant_contrast(df, "full", "full" + MEAN_LOSS).droplevel("clip")
-    assert c["PSNR (dB)"].iloc[0].startswith("0.51 ± ") and c["seeds"].iloc[0] == 3
+    c = variant_contrast(df, "full", "full" + MEAN_LOSS, metrics=["psnr", "ssim", "lmd"]).droplevel("clip")
+    assert list(c.columns) == ["PSNR ↑", "SSIM ↑", "LMD ↓", "seeds"] and c["seeds"].iloc[0] == 3
+    assert c["LMD ↓"].iloc[0] == "n/a"  # these rows have no lmd column
+    assert c["PSNR ↑"].iloc[0].startswith("0.51 ± ") and c["SSIM ↑"].iloc[0].startswith("0.00 ± ")
     assert variant_contrast(df, "full", "w/o 3-D codes").empty  # no such runs: nothing to pair
 
 

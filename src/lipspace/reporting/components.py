@@ -12,7 +12,7 @@ from scipy import stats
 
 from lipspace.reporting.analysis import spaces_table
 from lipspace.reporting.real_clips import markdown_table
-from lipspace.reporting.results_stats import clip_name, fmt_ci, subset_rows
+from lipspace.reporting.results_stats import clip_name, fmt_ci, label, subset_rows
 
 # SSP-NeRF's Table 2 (PSNR, its May / Obama average) for the same variants
 SSP_PAPER_PSNR = {"full": 32.79, "w/o deformation": 27.47, "w/o semantic branch": 29.48,
@@ -60,7 +60,7 @@ def ablation_table(df: pd.DataFrame, metrics: Sequence[str] = FULL_FRAME_METRICS
 
 
 def _paired(runs: pd.Series, a: str, b: str, level: float) -> tuple[int, float, float] | None:
-    """Variant a − variant b over the seeds both ran (``runs``: PSNR per variant × seed of one clip): the number
+    """Variant a − variant b over the seeds both ran (``runs``: a metric per variant × seed of one clip): the number
     of paired seeds, the mean difference and its Student-t ``level`` half-width (nan for one seed); None if no seed
     is shared."""
     variants = runs.index.unique("variant")
@@ -76,11 +76,11 @@ def _paired(runs: pd.Series, a: str, b: str, level: float) -> tuple[int, float, 
     return n, float(diff.mean()), half
 
 
-def _run_psnr(df: pd.DataFrame, subset: str) -> pd.Series:
-    """One PSNR per run (its eval rows of ``subset`` averaged), indexed clip × variant × seed."""
+def _run_metric(df: pd.DataFrame, subset: str, metric: str = "psnr") -> pd.Series:
+    """One value of ``metric`` per run (its eval rows of ``subset`` averaged), indexed clip × variant × seed."""
     d = subset_rows(df, subset)
     d = d.assign(variant=ssp_variant(d), clip=d["dataset"].map(clip_name))
-    return d.groupby(["clip", "variant", "seed"])["psnr"].mean()
+    return d.groupby(["clip", "variant", "seed"])[metric].mean()
 
 
 def ablation_verdict(df: pd.DataFrame, subset: str = "reconstruction", level: float = 0.95,
@@ -93,7 +93,7 @@ def ablation_verdict(df: pd.DataFrame, subset: str = "reconstruction", level: fl
     "full" + MEAN_LOSS, compared with the w/o variants of the same sampler loss (and with "w/o dynamic sampling",
     which has no sampler loss)."""
     suffix = full.removeprefix("full")
-    runs = _run_psnr(df, subset)
+    runs = _run_metric(df, subset)
     rows = []
     for clip in runs.index.unique("clip"):
         for variant, paper in SSP_PAPER_PSNR.items():
@@ -115,19 +115,30 @@ def ablation_verdict(df: pd.DataFrame, subset: str = "reconstruction", level: fl
     return pd.DataFrame(rows, columns=columns).set_index(["clip", "component"])
 
 
-def variant_contrast(df: pd.DataFrame, a: str, b: str, subset: str = "reconstruction", level: float = 0.95,
-                     digits: int = 2) -> pd.DataFrame:
-    """Variant a − variant b per clip, paired by seed (PSNR; mean ± Student-t ``level`` interval), e.g. the
-    total-loss sampler against the mean-loss one (a="full", b="full" + MEAN_LOSS)."""
-    runs = _run_psnr(df, subset)
+def variant_contrast(df: pd.DataFrame, a: str, b: str, metrics: Sequence[str] = ("psnr", "lmd"),
+                     subset: str = "reconstruction", level: float = 0.95, digits: int = 2) -> pd.DataFrame:
+    """Variant a − variant b per clip, paired by seed (each of ``metrics``: mean ± Student-t ``level`` interval;
+    columns named as the results tables name them; n/a for a metric the table lacks), e.g. the total-loss sampler
+    against the mean-loss one (a="full", b="full" + MEAN_LOSS)."""
+    names = [label(m) for m in metrics]
     rows = []
-    for clip in runs.index.unique("clip"):
-        paired = _paired(runs.loc[clip], a, b, level)
-        if paired is not None:
-            n, mean, half = paired
-            rows.append({"clip": clip, "contrast": f"{a} − {b}", "PSNR (dB)": fmt_ci(mean, half, digits),
-                         "seeds": n})
-    return pd.DataFrame(rows, columns=["clip", "contrast", "PSNR (dB)", "seeds"]).set_index(["clip", "contrast"])
+    for metric, name in zip(metrics, names):
+        if metric not in df:  # a table without the metric: n/a
+            continue
+        runs = _run_metric(df, subset, metric)
+        for clip in runs.index.unique("clip"):
+            paired = _paired(runs.loc[clip], a, b, level)
+            if paired is not None:
+                n, mean, half = paired
+                rows.append({"clip": clip, "contrast": f"{a} − {b}", "metric": name,
+                             "difference": fmt_ci(mean, half, digits), "seeds": n})
+    if not rows:
+        return pd.DataFrame(columns=["clip", "contrast", *names, "seeds"]).set_index(["clip", "contrast"])
+    long = pd.DataFrame(rows)
+    table = long.pivot(index=["clip", "contrast"], columns="metric", values="difference")
+    table = table.reindex(columns=names).fillna("n/a")
+    table.columns.name = None
+    return table.assign(seeds=long.groupby(["clip", "contrast"])["seeds"].min())
 
 
 def torso_table(df: pd.DataFrame, metrics: Sequence[str] = FULL_FRAME_METRICS, subset: str = "reconstruction",
