@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from lipspace.renderers.structured_codes import StructuredCodes
+from lipspace.renderers.structured_codes import StructuredCodes, exhaustive_nearest
 
 
 class ExhaustiveCodes(StructuredCodes):
@@ -29,7 +29,7 @@ class ExhaustiveCodes(StructuredCodes):
 
     @torch.no_grad()
     def nearest(self, pts: torch.Tensor, k: int) -> torch.Tensor:
-        return torch.cdist(pts, self.anchors).topk(k, dim=1, largest=False).indices
+        return exhaustive_nearest(pts, self.anchors, k)
 
 
 def _anchors(tracks: str | None) -> torch.Tensor:
