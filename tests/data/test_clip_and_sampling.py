@@ -142,3 +142,13 @@ def test_mouth_fraction_draws_its_share_from_mouth_pixels(clip):
     for bad in (-0.1, 0.7):  # 0.4 + 0.7 > 1
         with pytest.raises(LipspaceError, match="mouth_fraction"):
             RayBatches(clip, frames, {}, 64, 1, 0.4, 1, 0, mouth_fraction=bad)
+
+
+def test_head_pose_source_says_where_the_pose_comes_from(clip):
+    from dataclasses import replace
+
+    prepared = {**clip.meta, "kind": "video", "stages": {"head": 1, "finalize": 2}}
+    assert replace(clip, meta=prepared).head_pose_source == "fitted"
+    assert replace(clip, meta={**prepared, "stages": {"stabilize": 1}}).head_pose_source == "stabilized"
+    assert replace(clip, meta={**clip.meta, "kind": "synthetic"}).head_pose_source == "exact"
+    assert replace(clip, meta={**clip.meta, "kind": "synthetic_heldout"}).head_pose_source == "exact"

@@ -144,6 +144,7 @@ def test_evaluation_rows_say_which_postprocess_and_portrait_sync_scores_higher(t
     base = evaluate(tiny_run, **kw)
     pasted = evaluate(tiny_run, postprocess="portrait_sync", **kw)
     assert set(base["postprocess"]) == {"none"} and set(pasted["postprocess"]) == {"portrait_sync"}
+    assert set(base["head_pose"]) == {"fitted"}  # the tiny dataset is neither generated nor stabilised
     scored = base["eval_set"].isin(["test_tail", "heldout/utt_00"])
     assert scored.sum() >= 2 and list(base["eval_set"]) == list(pasted["eval_set"])
     assert (pasted.loc[scored, "psnr"].to_numpy() > base.loc[scored, "psnr"].to_numpy() + 1.0).all()

@@ -178,6 +178,7 @@ def test_cli_parses_the_option():
 def test_real_clip_sync_lowers_jitter_and_redoes_only_the_stabilize_and_finalize_stages(tmp_path, monkeypatch):
     from tests.conftest import REAL_CLIPS, assets_dir, prepared_real_clip
 
+    from lipspace.data.clip import load_clip
     from lipspace.data.schema import validate_dataset
     from lipspace.prep.pipeline import prepare
 
@@ -199,6 +200,7 @@ def test_real_clip_sync_lowers_jitter_and_redoes_only_the_stabilize_and_finalize
     meta = json.loads((out / "meta.json").read_text())
     assert meta["stages"]["stabilize"] == 1
     assert meta["prep"]["stabilize"]["jitter"]["stabilized"] == pytest.approx(j1, rel=1e-3)
+    assert load_clip(out).head_pose_source == "stabilized" and load_clip(base).head_pose_source == "fitted"
     # back to the default: the chain without stabilize again, only finalize redone, the original tracks
     res = prepare(assets_dir() / "video" / file, out, PrepOptions(size=128, audio_offset_s=offset, overlays=0,
                                                                    progress=False))

@@ -62,6 +62,15 @@ class Clip:
         return torch.tensor(b["center"], dtype=torch.float32), float(b["radius"])
 
     @property
+    def head_pose_source(self) -> str:
+        """Where ``pose`` comes from (the results column ``head_pose``): "exact" (generated clips: the synthetic head's
+        own pose), "stabilized" (``lipspace-prep ... stabilize=sync``: SyncTalk's Head-Sync Stabilizer) or "fitted"
+        (lipspace-prep's landmark fit, smoothed)."""
+        if str(self.meta.get("kind", "")).startswith("synthetic"):
+            return "exact"
+        return "stabilized" if "stabilize" in (self.meta.get("stages") or {}) else "fitted"
+
+    @property
     def audio_path(self) -> Path:
         return self.root / "audio.wav"
 

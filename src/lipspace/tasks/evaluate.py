@@ -153,6 +153,7 @@ def evaluate(run_dir, ckpt: str = "last", videos: bool = True, max_heldout: int 
     info["eval_resolution"] = f"{w // downscale}x{h // downscale}"
     info["postprocess"] = postprocess  # portrait_sync pastes source pixels: not comparable with none
     info["dataset_name"] = dataset_label(info.get("dataset", clip.root))
+    info["head_pose"] = clip.head_pose_source  # stabilized (Head-Sync Stabilizer) / fitted / exact (synthetic)
     info["train_seconds"] = len(split.train) / fps
     info["status"] = "ok"
     if scorer.s.lse_local:  # the expert that scores the lip sync is the run's own audio encoder: optimistic
