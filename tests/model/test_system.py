@@ -83,7 +83,7 @@ def test_a_dead_field_stops_training_with_what_to_change():
                                partial(torch.optim.Adam, lr=1e-3), train_chunk_rays=None, dead_field_steps=3)
     b = _batch()
     system.training_step(b, 0)  # alive at init: draws something, the count stays 0
-    assert system._dead_steps == 0
+    assert system._dead_steps == {"": 0}
     with torch.no_grad():
         for field in (system.renderer.coarse, system.renderer.fine):  # density 0 at every point: softplus(-1000)
             field.head.bias[0] = -1000.0
@@ -94,3 +94,60 @@ def test_a_dead_field_stops_training_with_what_to_change():
     off = TalkingHeadSystem(system.conditioner, system.renderer, None, train_chunk_rays=None, dead_field_steps=0)
     for i in range(5):  # the check off: the same dead field trains on
         off.training_step(b, i)
+
+
+def test_a_dead_torso_stops_training_and_its_opacity_is_logged():
+    """A part the renderer models separately (AD-NeRF's torso NeRF) is checked over its own pixels: a torso whose
+    density is 0 stops the run naming the torso's rate, while the head alone draws; its opacity is logged."""
+    from lipspace.renderers.torso import TorsoComposite
+
+    torch.manual_seed(0)
+    small = partial(MLPField, hidden=8, n_layers=2, skips=(), pos_freqs=2, dir_freqs=1, density_activation="softplus")
+    torso = partial(TorsoComposite, head=partial(NeRFRenderer, field=small, n_coarse=4, n_fine=4), torso_field=small,
+                    n_samples=4, head_stage=0.5, total_steps=10)
+    system = TalkingHeadSystem(ExpressionConditioner(n_frames=4, latent_dim=4), torso,
+                               partial(torch.optim.Adam, lr=1e-3), train_chunk_rays=None, dead_field_steps=3)
+    logged = {}
+    system.log_dict = lambda d, **kw: logged.update({k: float(torch.as_tensor(v).detach()) for k, v in d.items()})
+    pose = torch.eye(4)
+    pose[2, 3] = 3.0  # the camera 3 units in front of the head's origin
+    b = _batch() | {"pose": torch.stack([pose, pose]), "rays_o": torch.zeros(24, 3),
+                    "ray_class": torch.tensor([9, 0, 2] * 8), "near": torch.full((24,), 2.0)}
+    system.renderer.set_scene(b["pose"], torch.tensor([0.0, 0.0, 3.0]), 1.0)
+    system.renderer.train().on_train_step(2)  # the head stage: no torso drawn, nothing to check or log
+    system.training_step(b, 0)
+    assert "train/opacity_torso" not in logged and "torso" not in system._dead_steps
+    system.renderer.on_train_step(6)  # the torso stage
+    system.training_step(b, 1)
+    assert logged["train/opacity_torso"] > 0.01 and system._dead_steps["torso"] == 0
+    with torch.no_grad():
+        system.renderer.torso.head.bias[0] = -1000.0  # the torso's density 0 everywhere
+    system.training_step(b, 2)
+    assert logged["train/opacity_torso"] < 1e-6 and system._dead_steps["torso"] == 1
+    system.training_step(b, 3)
+    with pytest.raises(LipspaceError, match="torso part has drawn nothing.*torso.composite.lr"):
+        system.training_step(b, 4)
+    assert system._dead_steps[""] == 0  # the head itself still draws: only the torso is dead
+
+
+def test_a_group_with_a_start_step_decays_over_its_own_steps():
+    from lipspace.model.system import exponential_decay
+
+    whole, late = exponential_decay(0.1, 0, 100), exponential_decay(0.1, 60, 100)
+    assert whole(0) == 1.0 and whole(50) == pytest.approx(0.1 ** 0.5) and whole(100) == whole(500) == pytest.approx(0.1)
+    assert late(0) == late(60) == 1.0 and late(80) == pytest.approx(0.1 ** 0.5) and late(100) == pytest.approx(0.1)
+    # in the optimiser: the torso group of a staged TorsoComposite keeps its rate through the head stage
+    from lipspace.renderers.torso import TorsoComposite
+
+    small = partial(MLPField, hidden=8, n_layers=2, skips=(), pos_freqs=2, dir_freqs=1)
+    torso = partial(TorsoComposite, head=partial(NeRFRenderer, field=small, n_coarse=4, n_fine=4), torso_field=small,
+                    n_samples=4, head_stage=0.5, total_steps=10, lr=5e-4)
+    system = TalkingHeadSystem(ExpressionConditioner(n_frames=4, latent_dim=4), torso,
+                               partial(torch.optim.Adam, lr=1e-3), lr_final=1e-4)
+    system.trainer = type("T", (), {"max_steps": 10})()
+    conf = system.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([5e-4, 1e-3 * 0.1 ** 0.5])

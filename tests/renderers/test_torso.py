@@ -184,7 +184,10 @@ def test_declarations_param_groups_and_step_hook():
     own = TorsoComposite(head, torso, cond_dim=4, lr=2e-3)
     groups = own.param_groups(1e-3)
     assert [g["lr"] for g in groups] == [2e-3, 1e-3] and len(groups[0]["params"]) == len(list(own.torso.parameters()))
-    assert len(groups[1]["params"]) == len(list(own.head.parameters()))
+    assert len(groups[1]["params"]) == len(list(own.head.parameters())) and "start_step" not in groups[0]
+    # ... after a head stage, its rate decays from the torso stage's first step (AD-NeRF's second run)
+    staged = TorsoComposite(head, torso, cond_dim=4, lr=2e-3, head_stage=0.5, total_steps=10)
+    assert staged.param_groups(1e-3)[0]["start_step"] == 5 and "start_step" not in staged.param_groups(1e-3)[1]
     steps = []
     r.head.on_train_step = steps.append
     r.on_train_step(7)

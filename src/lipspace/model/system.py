@@ -24,6 +24,13 @@ from lipspace.utils.errors import LipspaceError
 DEAD_ACC = 1e-4  # below this opacity on every ray of a batch, the renderer drew nothing
 
 
+def exponential_decay(ratio: float, start: int, steps: int):
+    """The learning-rate factor of a group first trained at step ``start``: 1 until then, ``ratio`` at ``steps``
+    (the schedule's end; held after), exponential in between."""
+    span = max(steps - start, 1)
+    return lambda s: ratio ** (min(max(s - start, 0), span) / span)
+
+
 class TalkingHeadSystem(L.LightningModule):
     def __init__(self, conditioner: Conditioner, renderer, optimizer, lr_final: float = 5e-5,
                  decay_steps: int | None = None, coarse_loss_weight: float = 1.0, val_image_dir: str | None = None,
@@ -94,7 +101,8 @@ class TalkingHeadSystem(L.LightningModule):
             raise LipspaceError(f"model.conditioner_lr={conditioner_lr}: a positive learning rate, or null (the "
                                 "renderer's rate)")
         self.conditioner_lr = conditioner_lr
-        self.dead_field_steps, self._dead_steps = int(dead_field_steps), 0
+        self.dead_field_steps = int(dead_field_steps)
+        self._dead_steps: dict[str, int] = {}  # '' (the renderer) or a part -> dead steps in a row
         self.val_image_dir = val_image_dir
         self._val_images: list[torch.Tensor] = []
         self.train_chunk_rays = None if train_chunk_rays == "auto" else train_chunk_rays
@@ -206,7 +214,7 @@ class TalkingHeadSystem(L.LightningModule):
             loss = loss + self.lpips_weight * lp
             self.log("train/lpips", lp.detach(), batch_size=target.shape[0])
         self._log_train(loss, F.mse_loss(out["rgb"].detach(), target), reg, target.shape[0])
-        self._check_alive(out, cond)
+        self._check_alive(out, cond, batch)
         return loss
 
     def _chunked_training_step(self, batch):
@@ -241,29 +249,52 @@ class TalkingHeadSystem(L.LightningModule):
             self._log_regions(out, outside, n)
         self._per_ray_stats(out, batch)
         self._log_train(out["loss"], F.mse_loss(out["rgb"], target), reg.detach(), n)
-        self._check_alive(out, cond)
+        self._check_alive(out, cond, batch)
         return out["loss"]
 
-    def _check_alive(self, out, cond) -> None:
-        """Count the steps whose batch the renderer drew nothing of (its ``acc`` < DEAD_ACC on every ray or pixel);
-        after ``dead_field_steps`` in a row, stop with what happened and what to change."""
-        if not self.dead_field_steps or "acc" not in out:  # acc: an optional output (Renderer.render)
+    def _check_alive(self, out, cond, batch) -> None:
+        """Count the steps whose batch the renderer drew nothing of (its ``acc`` < DEAD_ACC on every ray or pixel),
+        and for each part it models separately (``Renderer.part_opacity``, e.g. a torso NeRF) the steps that part
+        drew nothing over its own pixels; log each part's mean opacity (``train/opacity_<part>``); after
+        ``dead_field_steps`` in a row, stop with what happened and what to change."""
+        parts = {k: v.detach() for k, v in self.renderer.part_opacity(out, batch).items()}
+        if parts:
+            self.log_dict({f"train/opacity_{k}": v.mean() for k, v in parts.items() if v.numel()},
+                          batch_size=len(out["rgb"]))
+        if not self.dead_field_steps:
             return
-        if float(out["acc"].detach().max()) >= DEAD_ACC:
-            self._dead_steps = 0
-            return
-        self._dead_steps += 1
-        if self._dead_steps < self.dead_field_steps:
-            return
+        if "acc" in out:  # acc: an optional output (Renderer.render)
+            self._count_dead("", out["acc"].detach())
+        for name, acc in parts.items():
+            self._count_dead(name, acc)
         code = f"{float(cond.detach().abs().max()):.3g}" if cond.numel() else "none, no condition"
-        raise LipspaceError(
-            f"training stopped at step {self.global_step}: for {self._dead_steps} steps the renderer has drawn "
-            f"nothing (opacity < {DEAD_ACC:g} on every ray): the field's density is 0 everywhere, no gradient reaches "
-            f"it and the rest of the run would render only the background. Seen when the conditioner's code blows up "
-            f"at a high learning rate (its largest value is now {code}): set "
-            "model.conditioner_lr (e.g. 1e-3, the rate ER-NeRF gives its audio network) or lower "
-            "model.optimizer.lr, then train again from scratch (ckpt_path=null or a new run directory); "
-            "model.dead_field_steps=0 turns this check off")
+        for name, steps in self._dead_steps.items():
+            if steps < self.dead_field_steps:
+                continue
+            if not name:
+                raise LipspaceError(
+                    f"training stopped at step {self.global_step}: for {steps} steps the renderer has drawn nothing "
+                    f"(opacity < {DEAD_ACC:g} on every ray): the field's density is 0 everywhere, no gradient "
+                    f"reaches it and the rest of the run would render only the background. Seen when the "
+                    f"conditioner's code blows up at a high learning rate (its largest value is now {code}): set "
+                    "model.conditioner_lr (e.g. 1e-3, the rate ER-NeRF gives its audio network) or lower "
+                    "model.optimizer.lr, then train again from scratch (ckpt_path=null or a new run directory); "
+                    "model.dead_field_steps=0 turns this check off")
+            raise LipspaceError(
+                f"training stopped at step {self.global_step}: for {steps} steps the renderer's {name} part has drawn "
+                f"nothing over its own pixels (opacity < {DEAD_ACC:g} on every one of them): its density is 0 "
+                f"there, its gradient vanishes and the rest of the run would show the background in its place. Seen "
+                f"when that part trains at too high a learning rate (the torso NeRF at the head's rate drove its "
+                f"density to 0 in its first 100 steps on a real clip): lower its rate (for {name}: "
+                f"{name}.composite.lr, e.g. 5e-4), then train again from scratch (ckpt_path=null or a new run "
+                "directory); model.dead_field_steps=0 turns this check off")
+
+    def _count_dead(self, name: str, acc: torch.Tensor) -> None:
+        """One more dead step for ``name`` ('' = the whole renderer) when every ray of ``acc`` is below DEAD_ACC,
+        else its count restarts; a batch without rays of that part leaves the count as it is."""
+        if acc.numel():
+            dead = float(acc.max()) < DEAD_ACC
+            self._dead_steps[name] = self._dead_steps.get(name, 0) + 1 if dead else 0
 
     def _per_ray_stats(self, out, batch) -> None:
         """After a step: the parsing branch's metrics; the per-class photometric loss under semantic sampling."""
@@ -341,6 +372,7 @@ class TalkingHeadSystem(L.LightningModule):
         lr0 = self.base_lr or opt.param_groups[-1]["lr"]
         ratio = self.lr_final / lr0
         # exponential decay lr0 -> lr_final over `steps`, then held; every group (e.g. hash tables at their own
-        # rate) decays by the same factor
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: ratio ** (min(s, steps) / steps))
+        # rate) decays by the same factor, a group with a start_step (a later stage's part) over its own steps
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, [exponential_decay(ratio, int(g.get("start_step", 0)), steps) for g in opt.param_groups])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -118,9 +118,19 @@ class Renderer(nn.Module, abc.ABC):
     # -- optional, no-op defaults ----------------------------------------------------------------------------
     def param_groups(self, lr: float) -> list[dict]:
         """Optimiser groups of this renderer's parameters (``{"params": [...], "lr": ...}``), for parts that train
-        at their own rate; the system adds the conditioner's parameters to the last group. ``[]`` (default):
-        every parameter at ``lr``."""
+        at their own rate; the system adds the conditioner's parameters to the last group. A group may carry
+        ``start_step``: its parameters first train at that step (a later training stage) and their rate decays from
+        there, over the rest of the run, by the schedule's overall factor. ``[]`` (default): every parameter at
+        ``lr``."""
         return []
+
+    def part_opacity(self, out: Outputs, batch: dict) -> dict[str, torch.Tensor]:
+        """The opacity of each separately modelled part over the pixels that part must draw, from a training
+        :meth:`render`'s ``out`` of ``batch``: ``{name: opacity of those rays / pixels [k]}`` (e.g. a torso NeRF's
+        over the torso-class rays). The system logs each one's mean (``train/opacity_<name>``) and stops a run in
+        which a part has drawn nothing there for ``model.dead_field_steps`` steps, as it does for ``acc``. Default:
+        {} (no part beyond the renderer's own ``acc``)."""
+        return {}
 
     def on_train_step(self, step: int) -> None:
         """Called by the system before every training step with the global step (step-dependent behaviour:

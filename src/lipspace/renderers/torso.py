@@ -75,16 +75,20 @@ def pose_normalisation(poses: torch.Tensor, radius: float):
     return rot, raw.mean(0), torch.maximum(spread, floor)
 
 
-def wrapped_param_groups(head: Renderer, own: list, own_lr: float | None, lr: float) -> list[dict]:
+def wrapped_param_groups(head: Renderer, own: list, own_lr: float | None, lr: float, own_start: int = 0) -> list[dict]:
     """Optimiser groups of a renderer wrapping ``head`` with parameters ``own`` of its own: ``own`` at ``own_lr``
     (when set) first, then the head's groups (all its parameters at ``lr`` when it has none); with ``own_lr`` None,
-    ``own`` joins the head's last group, and [] (every parameter at ``lr``) when the head has no groups."""
+    ``own`` joins the head's last group, and [] (every parameter at ``lr``) when the head has no groups. ``own_start``
+    > 0 (with ``own_lr``): ``own`` first trains at that step, and its rate decays from there (the group's
+    ``start_step``, Renderer.param_groups)."""
     groups = head.param_groups(lr)
     if own_lr is not None:
-        return [{"params": own, "lr": own_lr}, *(groups or [{"params": list(head.parameters()), "lr": lr}])]
+        first = {"params": own, "lr": own_lr} | ({"start_step": int(own_start)} if own_start else {})
+        return [first, *(groups or [{"params": list(head.parameters()), "lr": lr}])]
     if not groups:
         return []
     return [*groups[:-1], {**groups[-1], "params": list(groups[-1]["params"]) + own}]
+
 
 class TorsoNeRF:
     """AD-NeRF's torso NeRF around a head renderer ``self.head``: the part the ray and the image compositors share
@@ -158,10 +162,11 @@ class TorsoNeRF:
 
     # -- optimisation and step hook: the head's -------------------------------------------------------------------
     def param_groups(self, lr: float) -> list[dict]:
-        """The torso field at its own ``self.lr`` (when set) first, then the head's groups (all its parameters at
-        ``lr`` when it has none), the torso's parameters joining the last one when ``self.lr`` is None; [] (every
-        parameter at ``lr``) when neither has a rate of its own."""
-        return wrapped_param_groups(self.head, list(self.torso.parameters()), self.lr, lr)
+        """The torso field at its own ``self.lr`` (when set) first, its rate decaying from the torso stage's first
+        step (as AD-NeRF trains its torso: a second run from its own initial rate), then the head's groups (all its
+        parameters at ``lr`` when it has none); with ``self.lr`` None the torso's parameters join the head's last
+        group; [] (every parameter at ``lr``) when neither has a rate of its own."""
+        return wrapped_param_groups(self.head, list(self.torso.parameters()), self.lr, lr, own_start=self.head_steps)
 
     def on_train_step(self, step: int) -> None:
         """The head's step hook; the step also selects AD-NeRF's stage of the next training batch."""
@@ -175,6 +180,14 @@ class TorsoNeRF:
     def in_frozen_torso_stage(self) -> bool:
         """AD-NeRF's torso stage under a fixed head (training only, after a head stage, with ``freeze_head``)."""
         return self.training and bool(self.head_steps) and self.freeze_head and self._step >= self.head_steps
+
+    def part_opacity(self, out: Outputs, batch: dict) -> dict[str, torch.Tensor]:
+        """The torso's opacity (``torso_acc``) over the training rays / pixels of the torso classes
+        (``head_stage_classes``): every step the torso is rendered (none in the head stage)."""
+        if self.in_head_stage():
+            return {}
+        torso = torch.isin(batch["ray_class"].to(out["torso_acc"].device).long(), self.head_stage_classes)
+        return {"torso": out["torso_acc"][torso]}
 
     # -- the torso ------------------------------------------------------------------------------------------------
     def render_torso(self, rays_o, rays_d, cond, bg, pose) -> Outputs:
