@@ -12,7 +12,7 @@ from scipy import stats
 
 from lipspace.reporting.analysis import spaces_table
 from lipspace.reporting.real_clips import markdown_table
-from lipspace.reporting.results_stats import clip_name, fmt_ci, label, subset_rows
+from lipspace.reporting.results_stats import MetricUnavailable, clip_name, fmt_ci, label, subset_rows
 
 # SSP-NeRF's Table 2 (PSNR, its May / Obama average) for the same variants
 SSP_PAPER_PSNR = {"full": 32.79, "w/o deformation": 27.47, "w/o semantic branch": 29.48,
@@ -41,7 +41,7 @@ def ssp_variant(df: pd.DataFrame) -> pd.Series:
     return df.apply(one, axis=1) if len(df) else pd.Series(dtype="string")
 
 
-def _variant_rank(variant: str) -> tuple:
+def variant_rank(variant: str) -> tuple:
     """The paper's order (full first), each variant's mean-loss-sampler twin right after it, others last."""
     order = list(SSP_PAPER_PSNR)
     base = variant.removesuffix(MEAN_LOSS)
@@ -54,7 +54,7 @@ def ablation_table(df: pd.DataFrame, metrics: Sequence[str] = FULL_FRAME_METRICS
     variants of its Table 2, either reading of its sampler's class loss)."""
     d = df.assign(variant=ssp_variant(df), clip=df["dataset"].map(clip_name) if "dataset" in df else "")
     table = spaces_table(d, metrics, subset, digits=digits, by=("clip", "variant"))
-    table = table.iloc[sorted(range(len(table)), key=lambda i: (table.index[i][0], _variant_rank(table.index[i][1])))]
+    table = table.iloc[sorted(range(len(table)), key=lambda i: (table.index[i][0], variant_rank(table.index[i][1])))]
     table["paper PSNR"] = [SSP_PAPER_PSNR.get(v.removesuffix(MEAN_LOSS), float("nan")) for _, v in table.index]
     return table
 
@@ -76,11 +76,16 @@ def _paired(runs: pd.Series, a: str, b: str, level: float) -> tuple[int, float, 
     return n, float(diff.mean()), half
 
 
-def _run_metric(df: pd.DataFrame, subset: str, metric: str = "psnr") -> pd.Series:
-    """One value of ``metric`` per run (its eval rows of ``subset`` averaged), indexed clip × variant × seed."""
+def _run_metric(df: pd.DataFrame, subset, metric: str = "psnr", column: str = "variant") -> pd.Series:
+    """One value of ``metric`` per run (its eval rows of ``subset`` averaged), indexed clip × ``column`` × seed;
+    ``column`` "variant": the SSP-NeRF ablation variant of each row (ssp_variant), else a column of ``df``."""
     d = subset_rows(df, subset)
-    d = d.assign(variant=ssp_variant(d), clip=d["dataset"].map(clip_name))
-    return d.groupby(["clip", "variant", "seed"])[metric].mean()
+    d = d.assign(clip=d["dataset"].map(clip_name))
+    if column == "variant":
+        d = d.assign(variant=ssp_variant(d))
+    if column not in d:
+        raise MetricUnavailable(f"{column}: column not in the results table")
+    return d.groupby(["clip", column, "seed"])[metric].mean().rename_axis(["clip", "variant", "seed"])
 
 
 def ablation_verdict(df: pd.DataFrame, subset: str = "reconstruction", level: float = 0.95,
@@ -116,16 +121,24 @@ def ablation_verdict(df: pd.DataFrame, subset: str = "reconstruction", level: fl
 
 
 def variant_contrast(df: pd.DataFrame, a: str, b: str, metrics: Sequence[str] = ("psnr", "lmd"),
-                     subset: str = "reconstruction", level: float = 0.95, digits: int = 2) -> pd.DataFrame:
-    """Variant a − variant b per clip, paired by seed (each of ``metrics``: mean ± Student-t ``level`` interval;
-    columns named as the results tables name them; n/a for a metric the table lacks), e.g. the total-loss sampler
-    against the mean-loss one (a="full", b="full" + MEAN_LOSS)."""
+                     subset="reconstruction", level: float = 0.95, digits: int = 2) -> pd.DataFrame:
+    """SSP-NeRF ablation variant a − variant b (ssp_variant): :func:`paired_contrast` over the variants, e.g. the
+    total-loss sampler against the mean-loss one (a="full", b="full" + MEAN_LOSS)."""
+    return paired_contrast(df, "variant", a, b, metrics, subset, level, digits)
+
+
+def paired_contrast(df: pd.DataFrame, column: str, a: str, b: str, metrics: Sequence[str] = ("psnr", "lmd"),
+                    subset="reconstruction", level: float = 0.95, digits: int = 2) -> pd.DataFrame:
+    """Rows with ``column`` = a minus rows with ``column`` = b per clip, paired by seed (each run's rows of
+    ``subset`` averaged; each of ``metrics``: mean ± Student-t ``level`` interval of the per-seed differences;
+    columns named as the results tables name them; n/a for a metric the table lacks). ``column``: a results column
+    (e.g. head_pose: "stabilized" − "fitted") or "variant" (the SSP-NeRF ablation variant, ssp_variant)."""
     names = [label(m) for m in metrics]
     rows = []
     for metric, name in zip(metrics, names):
         if metric not in df:  # a table without the metric: n/a
             continue
-        runs = _run_metric(df, subset, metric)
+        runs = _run_metric(df, subset, metric, column)
         for clip in runs.index.unique("clip"):
             paired = _paired(runs.loc[clip], a, b, level)
             if paired is not None:
