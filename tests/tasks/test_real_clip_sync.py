@@ -23,9 +23,8 @@ def test_audio_driven_tail_of_a_real_clip_beats_the_still_frame(experiment, tmp_
     monkeypatch.setenv("LIPSPACE_ASSETS", str(assets_dir()))  # the face model of the lip-opening column
     monkeypatch.setenv("LIPSPACE_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
-    # torso=gt: the claim is about the audio-driven face; the presets' own torso (adnerf: a torso NeRF) is not
-    # trained enough at this budget (measured on this clip, 750 head + 750 torso steps: full-frame PSNR 19.60 vs
-    # 23.40 for the still frame, mouth PSNR 27.39 vs 22.83)
+    # torso=gt: the claim is about the audio-driven face; the presets' own torso is a claim of its own
+    # (tests/renderers/test_torso_real.py, experiments/torso_options: adnerf's torso NeRF on this clip)
     cfg = compose_train([f"experiment={experiment}", "renderer=triplane", "torso=gt", "data=dir", f"data.root={root}",
                          "logger=csv", f"trainer.max_steps={STEPS}"], out)
     train(cfg, out)
