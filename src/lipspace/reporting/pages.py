@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from lipspace.reporting.analysis import spaces_table
-from lipspace.reporting.components import (FULL_FRAME_METRICS, MEAN_LOSS, ablation_table, ablation_verdict,
-                                           paired_contrast, ssp_variant, torso_table, variant_rank)
+from lipspace.reporting.components import (FULL_FRAME_METRICS, MEAN_LOSS, PRESET_ORDER, ablation_table,
+                                           ablation_verdict, paired_contrast, ssp_variant, torso_table, variant_rank)
 from lipspace.reporting.real_clips import markdown_table
 from lipspace.reporting.results_stats import clip_name, load_results
 from lipspace.utils.errors import LipspaceError
@@ -82,7 +82,9 @@ def torso_page(df: pd.DataFrame) -> str:
     its audio, averaged per run."""
     body = markdown_table(torso_table(df, subset=audio_driven)) + "\n"
     contrasts = []
-    for preset, rows in df[audio_driven(df)].groupby("experiment", sort=False):
+    rank = {p: i for i, p in enumerate(PRESET_ORDER)}
+    groups = df[audio_driven(df)].groupby("experiment", sort=False)
+    for preset, rows in sorted(groups, key=lambda g: rank.get(g[0], len(rank))):
         for option in (o for o in dict.fromkeys(rows["torso"]) if o != "gt"):
             table = paired_contrast(rows, "torso", option, "gt", CONTRAST_METRICS, audio_driven, digits=2)
             table = table.assign(experiment=preset).reset_index()
