@@ -28,7 +28,13 @@ def test_torso_nerf_beats_the_mean_frame_on_held_out_torso_pixels(moving_torso, 
     overrides = ["data=dir", f"data.root={moving_torso}", "experiment=lipnerf", "renderer=triplane", "torso=nerf",
                  "trainer.max_steps=400", "torso.composite.head_stage=0.25", "data.rays_per_batch=512",
                  "data.head_fraction=0.2", "logger=csv", "trainer.enable_progress_bar=false", "data.val_frames=1",
-                 "trainer.check_val_every_n_epoch=100"]
+                 "trainer.check_val_every_n_epoch=100",
+                 # AD-NeRF's own staging: the torso at the head's rate under the fixed head. The preset's slower own
+                 # rate with the head training on (chosen for real footage, where this one went transparent: 2026-12-06)
+                 # needs more than this test's 300 torso steps here (19.4 dB vs the mean frame's 26.1; 2e-3: 22.1);
+                 # it is tested on a real clip (tests/renderers/test_torso_real.py) and measured by
+                 # experiments/torso_options on both
+                 "torso.composite.lr=null", "torso.composite.freeze_head=true"]
     train(compose_train(overrides, run), run)
     cfg, dm, system, info = load_run(run)
     assert info["torso"] == "nerf" and list(cfg.data.gt_background_classes) == []
