@@ -13,10 +13,10 @@ from tests.conftest import prepared_real_clip
 TORSO, BACKGROUND = 9, 0
 
 
-def _torso_only(cfg_overrides, tmp_path, steps: int, lr: float | None = None):
+def _torso_only(tmp_path, steps: int):
     """The adnerf preset's torso field trained alone (no head, zero code: the preset detaches the code from it) for
-    ``steps`` on the training rays of the torso and background classes at its configured rate (or ``lr``),
-    constant; returns (renderer, clip, split)."""
+    ``steps`` on the training rays of the torso and background classes at its configured rate, constant; returns
+    (renderer, clip, split)."""
     from hydra.utils import instantiate
 
     from lipspace.model.build import build_system
@@ -24,14 +24,14 @@ def _torso_only(cfg_overrides, tmp_path, steps: int, lr: float | None = None):
 
     root = prepared_real_clip("obama")
     cfg = compose_train(["experiment=adnerf", "torso=nerf", "renderer=triplane", "data=dir", f"data.root={root}",
-                         "trainer.max_steps=3000", *cfg_overrides], tmp_path / "run")
+                         "trainer.max_steps=3000"], tmp_path / "run")
     dm = instantiate(cfg.data)
     dm.setup("fit")
     torch.manual_seed(0)
     r = build_system(cfg, dm, prepare=False).renderer.train()
     torso_group = r.param_groups(cfg.model.optimizer.lr)[0]
     assert {id(p) for p in torso_group["params"]} == {id(p) for p in r.torso.parameters()}
-    opt = torch.optim.Adam(r.torso.parameters(), lr=lr or torso_group["lr"])
+    opt = torch.optim.Adam(r.torso.parameters(), lr=torso_group["lr"])
     batches = (b for _ in range(steps) for b in dm.train_dataloader())  # epochs, as many as the steps need
     for _, b in zip(range(steps), batches):
         keep = torch.isin(b["ray_class"].long(), torch.tensor([TORSO, BACKGROUND]))
@@ -68,7 +68,7 @@ def _held_out_torso(r, clip, train, frames):
 def test_the_torso_nerf_learns_a_real_clips_torso_at_the_presets_rate(tmp_path):
     # measured 2026-12-06 (2-core CPU): 400 steps 18.50 dB (still frame 19.59), 1500 steps 20.95 dB, opacity ~0.7
     steps = 1200
-    r, clip, split = _torso_only([], tmp_path, steps=steps)
+    r, clip, split = _torso_only(tmp_path, steps=steps)
     acc, psnr = _held_out_torso(r, clip, split.train, split.test[:: max(len(split.test) // 4, 1)])
     print(f"obama held-out torso pixels after {steps} steps at the preset's rate: opacity {acc:.3f}, PSNR "
           + ", ".join(f"{k} {v:.2f} dB" for k, v in psnr.items()))

@@ -267,27 +267,28 @@ class TalkingHeadSystem(L.LightningModule):
             self._count_dead("", out["acc"].detach())
         for name, acc in parts.items():
             self._count_dead(name, acc)
+        dead = next(((name, steps) for name, steps in self._dead_steps.items() if steps >= self.dead_field_steps),
+                    None)
+        if dead is not None:
+            raise LipspaceError(self._dead_message(*dead, cond))
+
+    def _dead_message(self, name: str, steps: int, cond) -> str:
+        """What happened and what to change, for the renderer ('') or one of its parts (``name``) dead ``steps``."""
+        again = ("then train again from scratch (ckpt_path=null or a new run directory); model.dead_field_steps=0 "
+                 "turns this check off")
+        if name:
+            return (f"training stopped at step {self.global_step}: for {steps} steps the renderer's {name} part has "
+                    f"drawn nothing over its own pixels (opacity < {DEAD_ACC:g} on every one of them): its density is "
+                    f"0 there, its gradient vanishes and the rest of the run would show the background in its place. "
+                    f"Seen when that part trains at too high a learning rate (the torso NeRF at the head's rate drove "
+                    f"its density to 0 in its first 100 steps on a real clip): lower its rate (for {name}: "
+                    f"{name}.composite.lr, e.g. 5e-4), {again}")
         code = f"{float(cond.detach().abs().max()):.3g}" if cond.numel() else "none, no condition"
-        for name, steps in self._dead_steps.items():
-            if steps < self.dead_field_steps:
-                continue
-            if not name:
-                raise LipspaceError(
-                    f"training stopped at step {self.global_step}: for {steps} steps the renderer has drawn nothing "
-                    f"(opacity < {DEAD_ACC:g} on every ray): the field's density is 0 everywhere, no gradient "
-                    f"reaches it and the rest of the run would render only the background. Seen when the "
-                    f"conditioner's code blows up at a high learning rate (its largest value is now {code}): set "
-                    "model.conditioner_lr (e.g. 1e-3, the rate ER-NeRF gives its audio network) or lower "
-                    "model.optimizer.lr, then train again from scratch (ckpt_path=null or a new run directory); "
-                    "model.dead_field_steps=0 turns this check off")
-            raise LipspaceError(
-                f"training stopped at step {self.global_step}: for {steps} steps the renderer's {name} part has drawn "
-                f"nothing over its own pixels (opacity < {DEAD_ACC:g} on every one of them): its density is 0 "
-                f"there, its gradient vanishes and the rest of the run would show the background in its place. Seen "
-                f"when that part trains at too high a learning rate (the torso NeRF at the head's rate drove its "
-                f"density to 0 in its first 100 steps on a real clip): lower its rate (for {name}: "
-                f"{name}.composite.lr, e.g. 5e-4), then train again from scratch (ckpt_path=null or a new run "
-                "directory); model.dead_field_steps=0 turns this check off")
+        return (f"training stopped at step {self.global_step}: for {steps} steps the renderer has drawn nothing "
+                f"(opacity < {DEAD_ACC:g} on every ray): the field's density is 0 everywhere, no gradient reaches it "
+                f"and the rest of the run would render only the background. Seen when the conditioner's code blows up "
+                f"at a high learning rate (its largest value is now {code}): set model.conditioner_lr (e.g. 1e-3, the "
+                f"rate ER-NeRF gives its audio network) or lower model.optimizer.lr, {again}")
 
     def _count_dead(self, name: str, acc: torch.Tensor) -> None:
         """One more dead step for ``name`` ('' = the whole renderer) when every ray of ``acc`` is below DEAD_ACC,

@@ -77,8 +77,9 @@ def _paired(runs: pd.Series, a: str, b: str, level: float) -> tuple[int, float, 
 
 
 def _run_metric(df: pd.DataFrame, subset, metric: str = "psnr", column: str = "variant") -> pd.Series:
-    """One value of ``metric`` per run (its eval rows of ``subset`` averaged), indexed clip × ``column`` × seed;
-    ``column`` "variant": the SSP-NeRF ablation variant of each row (ssp_variant), else a column of ``df``."""
+    """One value of ``metric`` per run (its eval rows of ``subset`` averaged), indexed clip × variant × seed, the
+    "variant" level holding ``column``'s value: the SSP-NeRF ablation variant of each row (ssp_variant) for
+    "variant", else that column of ``df`` (:func:`_paired` pairs the variant level's values)."""
     d = subset_rows(df, subset)
     d = d.assign(clip=d["dataset"].map(clip_name))
     if column == "variant":
